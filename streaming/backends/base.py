@@ -1,0 +1,81 @@
+"""EventBackend: the seam between a StreamContext and where events are kept."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+from streaming.constants import SUBSCRIBE_RESYNC_S
+from streaming.events import Event
+
+# Put on a live queue when deliveries may have been missed (a reconnect): read the log again.
+RESYNC = object()
+
+
+class EventBackend(ABC):
+    """Append events, read them after a `seq`, subscribe from a `seq`, expire a run's log."""
+
+    @abstractmethod
+    def append(self, event: Event) -> None:
+        """Queue one event for storage; returns without waiting for it to be durable."""
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every appended event is durable."""
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self.flush, timeout)
+
+    @abstractmethod
+    def read(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Stored events of a run with `seq > after`, in order."""
+
+    async def aread(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        return self.read(run_id, after, limit)
+
+    @abstractmethod
+    def last_seq(self, run_id: str) -> int:
+        """The highest stored `seq` of a run, 0 when it has none."""
+
+    @abstractmethod
+    def expire(self, run_id: str, ttl_s: float) -> None:
+        """Drop the run's log `ttl_s` seconds from now."""
+
+    @abstractmethod
+    def live(self, run_id: str) -> AbstractAsyncContextManager[asyncio.Queue]:
+        """While entered, batches (lists of Event) of the run arrive on the queue, or RESYNC.
+
+        The subscription is active on entry, so anything stored afterwards is delivered.
+        """
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def subscribe(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Replay the stored events after `after`, then live ones, with no gap and no duplicate,
+        ending after the terminal event."""
+        async with self.live(run_id) as queue:
+            last = after
+            for event in await self.aread(run_id, last):
+                yield event
+                last = event.seq
+                if event.is_terminal:
+                    return
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), SUBSCRIBE_RESYNC_S)
+                except TimeoutError:
+                    item = RESYNC
+                batch = [] if item is RESYNC else [e for e in item if e.seq > last]
+                if item is RESYNC or (batch and batch[0].seq != last + 1):
+                    batch = await self.aread(run_id, last)  # fill a gap from the log
+                for event in batch:
+                    yield event
+                    last = event.seq
+                    if event.is_terminal:
+                        return

@@ -1,0 +1,130 @@
+"""One pub/sub connection per process (per event loop), fanned out to many subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streaming.backends.base import RESYNC
+
+log = logging.getLogger(__name__)
+
+
+class PubSubHub:
+    """SUBSCRIBEs each channel once, however many local listeners it has.
+
+    A listener's queue receives whatever `decode(message)` returns for each message of its
+    channel. After a lost connection the hub reconnects, subscribes again and puts RESYNC on
+    every queue, since messages may have been missed meanwhile.
+    """
+
+    def __init__(self, client: aioredis.Redis, decode: Callable[[bytes], object]) -> None:
+        self._client = client
+        self._decode = decode
+        self._queues: dict[str, set[asyncio.Queue]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._reader: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def channels(self) -> int:
+        return len(self._queues)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue]:
+        queue: asyncio.Queue = asyncio.Queue()
+        listeners = self._queues.setdefault(channel, set())
+        listeners.add(queue)
+        try:
+            if len(listeners) == 1:
+                self._confirmed[channel] = asyncio.Event()
+                await self._subscribe(channel)
+            await self._confirmed[channel].wait()
+            yield queue
+        finally:
+            listeners.discard(queue)
+            if not listeners and self._queues.get(channel) is listeners:
+                del self._queues[channel]
+                self._confirmed.pop(channel, None)
+                await self._unsubscribe(channel)
+
+    async def _subscribe(self, channel: str) -> None:
+        async with self._lock:
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisError, OSError):
+                log.warning("subscribe to %s failed; the reader will retry", channel)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read_forever())
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if self._pubsub is not None:
+                try:
+                    await self._pubsub.unsubscribe(channel)
+                except (RedisError, OSError):
+                    pass  # a reconnect subscribes only to channels still listened to
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while self._queues:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: resubscribe, then tell everyone
+                log.warning("pub/sub connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                await self._reconnect()
+                continue
+            if message is None:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            kind = message["type"]
+            if kind == "subscribe":
+                confirmed = self._confirmed.get(channel)
+                if confirmed is not None:
+                    confirmed.set()
+            elif kind == "message":
+                item = self._decode(message["data"])
+                for queue in self._queues.get(channel, ()):
+                    queue.put_nowait(item)
+        self._reader = None
+
+    async def _reconnect(self) -> None:
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self._client.pubsub()
+            try:
+                await old.aclose()
+            except Exception:  # noqa: BLE001 - the old connection is gone anyway
+                pass
+            channels = list(self._queues)
+            try:
+                if channels:
+                    await self._pubsub.subscribe(*channels)
+            except (RedisError, OSError):
+                return  # the next read fails again and we come back here
+        for channel in channels:
+            for queue in self._queues.get(channel, ()):
+                queue.put_nowait(RESYNC)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._pubsub is not None:
+            await self._pubsub.aclose()

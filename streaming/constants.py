@@ -1,0 +1,47 @@
+"""Every Redis key, channel, TTL and limit runcast uses, in one place (units in the names)."""
+
+KEY_PREFIX = "runcast:"
+
+# One Redis Stream per run is the durable event log; each written batch is PUBLISHed here too.
+EVENTS_KEY = KEY_PREFIX + "events:{run_id}"
+EVENTS_CHANNEL = KEY_PREFIX + "events-live:{run_id}"
+
+# Run store (tasks.store).
+RUN_KEY = KEY_PREFIX + "run:{run_id}"
+RUNS_INDEX_KEY = KEY_PREFIX + "runs"  # zset: run_id scored by created_at
+RUNNING_KEY = KEY_PREFIX + "running"  # zset: run_id scored by heartbeat deadline
+BATCH_KEY = KEY_PREFIX + "batch:{batch_id}"  # hash: batch fields
+BATCH_RUNS_KEY = KEY_PREFIX + "batch-runs:{batch_id}"  # list of run ids, in submit order
+IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
+CANCEL_CHANNEL = KEY_PREFIX + "cancel"  # payload: run_id
+REAPER_LOCK_KEY = KEY_PREFIX + "reaper-lock"
+WORKERS_KEY = KEY_PREFIX + "workers"  # zset: worker name scored by last heartbeat
+
+# Stream field holding one JSON envelope.
+EVENT_FIELD = "e"
+
+# Defaults of the settings (tasks.settings) and of the libraries used without settings.
+DEFAULT_RUN_TTL_S = 86_400  # 1 day: a finished run's record and events
+DEFAULT_MAX_EVENTS = 100_000  # cap of one run's event log
+DEFAULT_MAX_INPUT_BYTES = 1_048_576  # 1 MiB request body
+DEFAULT_TIMEOUT_S = 3_600  # a run's default time limit
+DEFAULT_CANCEL_GRACE_S = 5.0  # from a cancel request to a hard stop
+DEFAULT_MAX_ATTEMPTS = 2  # executions of one run before a lost worker fails it
+
+# Event writer (streaming.backends.redis).
+WRITE_BUFFER_EVENTS = 10_000  # emits block when this many events wait to be written
+WRITE_BATCH_EVENTS = 1_000  # most events in one pipeline
+OUTAGE_LIMIT_S = 60.0  # an event store outage longer than this fails the flush
+RETRY_BACKOFF_MAX_S = 1.0  # longest pause between two write attempts during an outage
+UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (1 week)
+
+# Subscriptions: when no live message came for this long, the log is read again (a safety net
+# for messages lost with a dropped pub/sub connection, not the delivery path).
+SUBSCRIBE_RESYNC_S = 5.0
+
+# Runs.
+HEARTBEAT_INTERVAL_S = 2.0  # a worker refreshes each running run's heartbeat this often
+HEARTBEAT_STALE_S = 10.0  # a running run whose heartbeat is older is lost
+REAPER_INTERVAL_S = 3.0  # how often workers look for lost runs
+MAX_WAIT_S = 300  # longest GET /runs/{id}/wait
+MAX_BATCH_RUNS = 10_000
