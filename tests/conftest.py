@@ -32,3 +32,33 @@ def redis_client(redis_url):
 @pytest.fixture
 def run_id() -> str:
     return uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def runcast(redis_url):
+    """The `tasks` package of this test process, configured for the test Redis."""
+    import tasks
+    from tasks.settings import Settings
+
+    tasks.configure(Settings(redis_url=redis_url, cancel_grace=1))
+    return tasks
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url, runcast):
+    """One real Celery worker (prefork, 4 processes) for the session."""
+    from tests.services import start_worker
+
+    process = start_worker(redis_url)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(redis_url, worker):
+    """The API under a real uvicorn, with the session's worker behind it."""
+    from tests.services import start_api
+
+    process, url = start_api(redis_url)
+    yield url
+    process.stop()

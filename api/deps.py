@@ -1,0 +1,69 @@
+"""Dependencies of the routes: settings, auth, run ids."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Query, Request
+
+from api.auth import valid_key, valid_token
+from tasks.settings import Settings
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_key(request: Request, settings: SettingsDep) -> None:
+    """With RUNCAST_API_KEYS set, the request needs `Authorization: Bearer KEY`."""
+    keys = settings.key_list
+    if keys and not valid_key(keys, _bearer(request)):
+        raise _unauthorized("a valid API key is required: send 'Authorization: Bearer KEY'")
+
+
+def checked_run_id(run_id: Annotated[str, Path(max_length=200)]) -> str:
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise HTTPException(404, f"no run {run_id!r}")
+    return run_id
+
+
+def checked_batch_id(batch_id: Annotated[str, Path(max_length=200)]) -> str:
+    if not RUN_ID_PATTERN.fullmatch(batch_id):
+        raise HTTPException(404, f"no batch {batch_id!r}")
+    return batch_id
+
+
+def require_read(
+    request: Request,
+    settings: SettingsDep,
+    run_id: Annotated[str, Depends(checked_run_id)],
+    token: Annotated[str | None, Query(max_length=200, description="the run's stream_token")] = None,
+) -> str:
+    """Reading one run: an API key, or that run's stream_token as `?token=`."""
+    keys = settings.key_list
+    if keys and not valid_key(keys, _bearer(request)):
+        if not valid_token(settings.secret, run_id, token):
+            raise _unauthorized("a valid API key or this run's stream_token is required")
+    return run_id
+
+
+KeyDep = Depends(require_key)
+ReadRunId = Annotated[str, Depends(require_read)]
+RunId = Annotated[str, Depends(checked_run_id)]
+BatchId = Annotated[str, Depends(checked_batch_id)]

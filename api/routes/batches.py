@@ -1,0 +1,29 @@
+"""Routes of one resource: batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import BatchId, KeyDep
+from api.schemas import BatchCreated, BatchRequest, BatchStatus
+from tasks import service
+
+router = APIRouter(prefix="/batches", tags=["batches"], dependencies=[KeyDep])
+
+
+@router.post("", status_code=202, response_model=BatchCreated)
+def submit_batch(body: BatchRequest) -> dict[str, Any]:
+    runs = [run.model_dump() for run in body.runs]
+    return service.submit_batch(runs, body.metadata)
+
+
+@router.get("/{batch_id}", response_model=BatchStatus)
+def batch_status(batch_id: BatchId) -> dict[str, Any]:
+    return service.batch_status(batch_id)
+
+
+@router.post("/{batch_id}/cancel", status_code=202, response_model=BatchStatus)
+def cancel_batch(batch_id: BatchId) -> dict[str, Any]:
+    return service.cancel_batch(batch_id)

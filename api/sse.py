@@ -1,0 +1,38 @@
+"""Server-sent events of one run: replay from a seq, then live, until the terminal event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from streaming.backends.base import EventBackend
+
+PING_S = 15
+SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+
+
+def resume_point(last_event_id: str | None, after: int) -> int:
+    """`Last-Event-ID` wins over `?after=`; it must be a plain non-negative integer."""
+    if last_event_id is None or last_event_id.strip() == "":
+        return after
+    value = last_event_id.strip()
+    if not value.isdigit() or len(value) > 15:
+        raise HTTPException(422, "Last-Event-ID must be the seq (a non-negative integer) of an event")
+    return int(value)
+
+
+async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    async for event in backend.subscribe(run_id, after=after):
+        yield ServerSentEvent(data=event.to_json(), event=event.type, id=str(event.seq))
+
+
+def event_stream(backend: EventBackend, run_id: str, after: int,
+                 headers: dict[str, str] | None = None) -> EventSourceResponse:
+    return EventSourceResponse(
+        frames(backend, run_id, after),
+        ping=PING_S,
+        headers={**SSE_HEADERS, **(headers or {})},
+        send_timeout=30,
+    )

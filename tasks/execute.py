@@ -1,0 +1,193 @@
+"""One execution of a run inside a worker: claim, run the handler under supervision, finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.constants import HEARTBEAT_STALE_S
+from streaming.context import StreamContext, current_context
+from streaming.errors import EventStoreUnavailable, RunCancelled
+from streaming.events import dumps, envelope_parts, utc_now_iso
+from tasks.registry import AgentSpec
+from tasks.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_REASON = "timeout"
+ENDED_REASON = "run ended"
+
+
+@dataclass
+class Supervised:
+    """How the handler ended, or that it had to be left behind (`abandoned`)."""
+
+    output: Any = None
+    error: BaseException | None = None
+    timed_out: bool = False
+    abandoned: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def call_handler(spec: AgentSpec, payload: Any, ctx: StreamContext) -> Any:
+    kwargs = {spec.context_param: ctx} if spec.context_param else {}
+    if not spec.is_async:
+        return spec.handler(payload, **kwargs)
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(spec.handler(payload, **kwargs))
+        loop = asyncio.get_running_loop()
+
+        def cancel_task() -> None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the handler has already returned and its loop is closed
+
+        ctx.on_cancel(cancel_task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise RunCancelled(ctx.cancel_reason) from None
+
+    return asyncio.run(main())
+
+
+def _run_handler(spec: AgentSpec, payload: Any, ctx: StreamContext, result: Supervised) -> None:
+    try:
+        with current_context(ctx):
+            result.output = call_handler(spec, payload, ctx)
+    except BaseException as exc:  # noqa: BLE001 - an agent's failure is a failed run
+        result.error = exc
+    finally:
+        result.done.set()
+
+
+def supervise(spec: AgentSpec, payload: Any, ctx: StreamContext, *, timeout_s: float,
+              grace_s: float) -> Supervised:
+    """Run the handler in a thread; past its timeout or a cancel, give it `grace_s` to stop."""
+    result = Supervised()
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(_run_handler, spec, payload, ctx, result),
+        name=f"runcast-run-{ctx.run_id[:8]}",
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    hard_stop_at: float | None = None
+    while True:
+        if hard_stop_at is None:
+            wait = deadline - time.monotonic() if not ctx.cancelled else 0.0
+            wait = min(max(wait, 0.0), 0.1)  # a cancel is seen within 0.1 s
+        else:
+            wait = max(hard_stop_at - time.monotonic(), 0.0)
+        if result.done.wait(wait):
+            return result
+        now = time.monotonic()
+        if not result.timed_out and not ctx.cancelled and now >= deadline:
+            result.timed_out = True
+            ctx.request_cancel(TIMEOUT_REASON)
+        if ctx.cancelled and hard_stop_at is None:
+            hard_stop_at = now + grace_s
+        elif hard_stop_at is not None and now >= hard_stop_at:
+            result.abandoned = not result.done.is_set()
+            if result.abandoned:
+                return result
+
+
+def _error(message: str, code: str, details: dict | None = None) -> dict[str, Any]:
+    return {"error": message, "code": code, "details": details or {}}
+
+
+def outcome(spec: AgentSpec, run_id: str, ctx: StreamContext, result: Supervised,
+            latency_s: float, timeout_s: float) -> tuple[str, str, dict[str, Any]]:
+    """(status, terminal event type, event data) for how the handler ended."""
+    if result.timed_out:
+        message = f"the run took longer than its timeout of {timeout_s:g} s"
+        return "failed", "error", _error(message, "timeout", {"timeout": timeout_s})
+    if ctx.cancelled:
+        return "cancelled", "cancelled", {"reason": ctx.cancel_reason}
+    if result.error is not None:
+        exc = result.error
+        if isinstance(exc, EventStoreUnavailable):
+            return "failed", "error", _error(str(exc), "event_store_unavailable")
+        log.error("agent %s failed in run %s", spec.name, run_id, exc_info=exc)
+        message = str(exc) or type(exc).__name__
+        return "failed", "error", _error(message, "agent_error", {"type": type(exc).__name__})
+    try:
+        dumps(result.output)
+    except (TypeError, ValueError) as exc:
+        message = f"the agent returned a value that is not JSON: {exc}"
+        details = {"type": type(result.output).__name__}
+        return "failed", "error", _error(message, "invalid_output", details)
+    return "succeeded", "complete", {
+        "output": result.output, "latency_seconds": latency_s, "metadata": {},
+    }
+
+
+def execute_run(spec: AgentSpec, task: Any, run_id: str, attempt: int) -> dict[str, Any]:
+    """The body of every agent's Celery task."""
+    rt = runtime()
+    side = rt.worker_side()
+    hostname = getattr(task.request, "hostname", None) or "embedded"
+    watch = side.cancels.watch(run_id)
+    try:
+        return _execute(spec, rt, side, watch, hostname, run_id, attempt)
+    finally:
+        side.cancels.unwatch(run_id)
+        side.heartbeats.remove(run_id)
+
+
+def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]:
+    settings = rt.settings
+    started = envelope_parts(
+        run_id, "started", {"agent": spec.name, "attempt": attempt, "worker": hostname}
+    )
+    claim = rt.store.claim(
+        run_id, attempt, {"worker": hostname, "started_at": utc_now_iso()}, started,
+        heartbeat_deadline=time.time() + HEARTBEAT_STALE_S,
+    )
+    if not claim.ok:
+        log.info("run %s attempt %s skipped: %s (%s)", run_id, attempt, claim.state, claim.status)
+        return {"run_id": run_id, "skipped": claim.state, "status": claim.status}
+    run = claim.run
+    side.heartbeats.add(run_id)
+    timeout_s = float(run.get("timeout") or settings.default_timeout)
+    ctx = StreamContext(
+        run_id, backend=rt.events, events=run.get("events") or settings.events,
+        attempt=attempt, start_seq=claim.seq, allow_terminal=False,
+    )
+    watch.bind(ctx)
+    if run.get("cancel_requested"):
+        ctx.request_cancel(run.get("cancel_reason"))
+
+    began = time.monotonic()
+    result = supervise(spec, run.get("input"), ctx, timeout_s=timeout_s,
+                       grace_s=settings.cancel_grace)
+    latency_s = round(time.monotonic() - began, 6)
+    status, event_type, data = outcome(spec, run_id, ctx, result, latency_s, timeout_s)
+    try:
+        ctx.flush()
+    except EventStoreUnavailable as exc:
+        status, event_type, data = "failed", "error", _error(str(exc), "event_store_unavailable")
+    ctx.request_cancel(ENDED_REASON)  # a handler left behind can emit no more
+    fields: dict[str, Any] = {"finished_at": utc_now_iso()}
+    if status == "succeeded":
+        fields["output"] = data["output"]
+    elif status == "failed":
+        fields["error"] = data
+    done = rt.store.finish(
+        run_id, status, envelope_parts(run_id, event_type, data), fields, attempt=attempt
+    )
+    if not done.ok:
+        log.warning("run %s attempt %s not finished: %s (%s)", run_id, attempt, done.state,
+                    done.status)
+    if result.abandoned:
+        side.hard_stop(run_id, result.done)
+    return {"run_id": run_id, "status": status if done.ok else done.status}

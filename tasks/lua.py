@@ -1,0 +1,103 @@
+"""Lua scripts of the Redis run store: every status change is one atomic script.
+
+A terminal event is appended to the run's stream by the same script that writes the terminal
+status, so the event is in the log no later than the status, and a run never gets two.
+"""
+
+# Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
+ADD_EVENT = """
+local function add_event(stream, channel, maxlen, ttl, prefix, suffix)
+  local last = 0
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #top > 0 then last = tonumber(string.match(top[1][1], '%-(%d+)$')) end
+  local seq = last + 1
+  local ev = prefix .. seq .. suffix
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '0-' .. seq, 'e', ev)
+  redis.call('PUBLISH', channel, '[' .. ev .. ']')
+  redis.call('EXPIRE', stream, ttl)
+  return seq
+end
+local function is_terminal(st)
+  return st == 'succeeded' or st == 'failed' or st == 'cancelled'
+end
+"""
+
+# KEYS: run, stream, running. ARGV: attempt, channel, maxlen, ttl, prefix, suffix, run_id,
+# heartbeat deadline, now (epoch s; the deadline is now + the run's timeout), field/value pairs.
+CLAIM = ADD_EVENT + """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if st ~= 'queued' then return {'status', st} end
+local att = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+if att + 1 ~= tonumber(ARGV[1]) then return {'fenced', tostring(att)} end
+local seq = add_event(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local timeout = tonumber(redis.call('HGET', KEYS[1], 'timeout') or 'null')
+local deadline = 'null'
+if timeout then deadline = tostring(tonumber(ARGV[9]) + timeout) end
+redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', ARGV[1], 'deadline', deadline,
+  unpack(ARGV, 10))
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+local out = {'ok', tostring(seq)}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
+return out
+"""
+
+# KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
+# any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
+FINISH = ADD_EVENT + """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if is_terminal(st) then return {'terminal', st} end
+if ARGV[1] ~= 'active' and st ~= ARGV[1] then return {'status', st} end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
+  return {'fenced', st}
+end
+local seq = add_event(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 10))
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[3], ARGV[9])
+return {'ok', tostring(seq)}
+"""
+
+# KEYS: run, stream, running. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason (JSON),
+# finished_at (JSON), cancel channel, cancel message.
+CANCEL = ADD_EVENT + """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if is_terminal(st) then return {'terminal', st} end
+redis.call('HSET', KEYS[1], 'cancel_requested', 'true', 'cancel_reason', ARGV[7])
+if st == 'queued' then
+  add_event(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[8])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  return {'cancelled', st}
+end
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return {'requested', st}
+"""
+
+# A running run whose heartbeat is stale: requeue it, or say it must fail.
+# KEYS: run, running. ARGV: run_id, now (epoch s), max attempts.
+REAP = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return {'alive', ''} end
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'running' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {'gone', st or ''}
+end
+local att = redis.call('HGET', KEYS[1], 'attempt')
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline') or 'null')
+if deadline and deadline < tonumber(ARGV[2]) then return {'timeout', att} end
+if tonumber(att) >= tonumber(ARGV[3]) then return {'lost', att} end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {'requeue', att}
+"""
+
+# Extend the heartbeat of runs still marked running. KEYS: running. ARGV: deadline, run ids...
+HEARTBEAT = """
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i]) end
+return #ARGV - 1
+"""

@@ -1,0 +1,104 @@
+"""Per-process wiring: settings -> event backend, run store and Celery app (made lazily)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+
+import redis
+
+from streaming.backends.base import EventBackend
+from streaming.backends.redis import RedisEventBackend
+from tasks.settings import Settings
+from tasks.store import RunStore
+
+
+class Runtime:
+    """What one process uses to talk to runs: built from settings once, after any fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        if settings.embedded:
+            from tasks.memory_store import embedded_parts
+
+            self.events, self.store = embedded_parts(settings)
+            self.redis = None
+        else:
+            self.redis = redis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=2, health_check_interval=30
+            )
+            self.events = RedisEventBackend.from_url(
+                settings.redis_url,
+                max_events=settings.max_events,
+                ttl_s=settings.run_ttl,
+            )
+            from tasks.redis_store import RedisRunStore
+
+            self.store = RedisRunStore(
+                self.redis, ttl_s=settings.run_ttl, max_events=settings.max_events
+            )
+        self._worker = None  # tasks.worker.WorkerSide, made in processes that execute runs
+        self._worker_lock = threading.Lock()
+
+    events: EventBackend
+    store: RunStore
+
+    def worker_side(self):
+        with self._worker_lock:
+            if self._worker is None:
+                from tasks.worker import WorkerSide
+
+                self._worker = WorkerSide(self)
+            return self._worker
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        self.events.close()
+        self.store.close()
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_runtime: Runtime | None = None
+
+
+def configure(settings: Settings | None = None) -> Settings:
+    """Set the settings every later call uses (read from the environment when None)."""
+    global _settings, _runtime
+    with _lock:
+        _settings = settings or Settings()
+        old, _runtime = _runtime, None
+    if old is not None and old.pid == os.getpid():
+        old.close()
+    from tasks.celeryapp import configure_app
+
+    configure_app(_settings)
+    return _settings
+
+
+def settings() -> Settings:
+    if _settings is None:
+        configure()
+    return _settings
+
+
+def runtime() -> Runtime:
+    """This process's Runtime; a forked child (prefork worker) gets its own."""
+    global _runtime
+    current = _runtime
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = Runtime(settings())
+    load_agents()  # idempotent: modules are imported once
+    return _runtime
+
+
+def load_agents(modules: list[str] | None = None) -> None:
+    """Import the agent modules named by RUNCAST_AGENTS (they register with @agent)."""
+    for module in modules if modules is not None else settings().agent_modules:
+        importlib.import_module(module)

@@ -1,0 +1,270 @@
+"""What callers do with runs: submit, read, wait, cancel, list, batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+from streaming.backends.redis import decode_batch, events_channel
+from streaming.events import dumps, envelope_parts, utc_now_iso
+from streaming.filters import EventsFilter
+from tasks import registry
+from tasks.errors import (
+    BrokerUnavailable,
+    InputTooLarge,
+    InvalidRequest,
+    RunConflict,
+    RunNotFound,
+    UnknownAgent,
+)
+from tasks.runtime import runtime
+from tasks.store import STATUSES, TERMINAL, new_record, public
+
+
+def new_id() -> str:
+    """A random run or batch id: 128 bits from the OS (122 random in a UUID4)."""
+    return uuid.uuid4().hex
+
+
+def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
+             idempotency_key: str | None, batch_id: str | None, created_at: str) -> dict[str, str]:
+    settings = runtime().settings
+    spec = registry.get_agent(agent)
+    if spec is None:
+        raise UnknownAgent(f"unknown agent {agent!r}")
+    try:
+        spec_events = EventsFilter(events if events is not None else spec.events or settings.events)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(str(exc)) from None
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidRequest("timeout must be a positive number of seconds")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a JSON object")
+    try:
+        input_json = dumps({} if input is None else input)
+        metadata_json = dumps(metadata or {})
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"input and metadata must be JSON (no NaN or Infinity): {exc}") from None
+    size = len(input_json.encode())
+    if size > settings.max_input_bytes:
+        raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
+    limits = [settings.default_timeout] + [t for t in (spec.timeout, timeout) if t]
+    request_hash = hashlib.sha256(
+        dumps([agent, input_json, spec_events.spec, timeout, metadata_json]).encode()
+    ).hexdigest()[:32]
+    return new_record(
+        new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
+        metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
+        request_hash=request_hash, created_at=created_at,
+    )
+
+
+def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None) -> None:
+    """Hand one execution of a run to the broker; the Celery task id is the run id."""
+    from tasks.celeryapp import app
+
+    spec = registry.get_agent(agent)
+    task = app.tasks[spec.task_name]
+    try:
+        task.apply_async(args=[run_id, attempt], task_id=run_id, queue=spec.queue,
+                         producer=producer)
+    except Exception as exc:  # noqa: BLE001 - kombu raises many kinds
+        raise BrokerUnavailable(f"the broker did not take the run: {exc}") from exc
+
+
+def submit(agent: str, input: Any = None, *, events: Any = None, timeout: float | None = None,
+           metadata: dict | None = None, idempotency_key: str | None = None,
+           batch_id: str | None = None) -> str:
+    """Validate, store the run as queued, enqueue it; returns the run id."""
+    return submit_run(agent, input, events=events, timeout=timeout, metadata=metadata,
+                      idempotency_key=idempotency_key, batch_id=batch_id)[0]
+
+
+def submit_run(agent: str, input: Any = None, *, events: Any = None,
+               timeout: float | None = None, metadata: dict | None = None,
+               idempotency_key: str | None = None,
+               batch_id: str | None = None) -> tuple[str, bool]:
+    """Like submit; also says whether the run is new (False: an idempotent repeat)."""
+    rt = runtime()
+    record = _prepare(agent, input, events, timeout, metadata, idempotency_key, batch_id,
+                      utc_now_iso())
+    run_id = json.loads(record["run_id"])
+    request_hash = json.loads(record["request_hash"])
+    if idempotency_key is not None:
+        held = rt.store.claim_idempotency(idempotency_key, run_id, request_hash)
+        if held is not None:
+            held_run, held_hash = held
+            if held_hash != request_hash:
+                raise RunConflict(
+                    f"idempotency key {idempotency_key!r} was used with a different request"
+                )
+            return held_run, False
+    rt.store.create([record])
+    try:
+        enqueue(run_id, agent)
+    except BrokerUnavailable:
+        rt.store.delete([run_id])
+        if idempotency_key is not None:
+            rt.store.release_idempotency(idempotency_key)
+        raise
+    return run_id, True
+
+
+def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> dict[str, Any]:
+    """All or nothing: every run is validated before any is stored or enqueued."""
+    from tasks.celeryapp import app
+
+    if not 1 <= len(runs) <= 10_000:
+        raise InvalidRequest("a batch holds 1 to 10,000 runs")
+    rt = runtime()
+    batch_id = new_id()
+    created_at = utc_now_iso()
+    records = []
+    for index, run in enumerate(runs):
+        try:
+            records.append(_prepare(
+                run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
+                run.get("metadata"), None, batch_id, created_at,
+            ))
+        except (UnknownAgent, InvalidRequest) as exc:
+            raise type(exc)(f"runs[{index}]: {exc}") from None
+    run_ids = [json.loads(r["run_id"]) for r in records]
+    batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
+             "metadata": metadata or {}}
+    rt.store.create(records, batch)
+    try:
+        with app.producer_or_acquire() as producer:
+            for run_id, run in zip(run_ids, runs, strict=True):
+                enqueue(run_id, run["agent"], producer=producer)
+    except BrokerUnavailable:
+        rt.store.delete(run_ids)
+        raise
+    return {"batch_id": batch_id, "run_ids": run_ids, "total": len(run_ids)}
+
+
+def get_run(run_id: str) -> dict[str, Any] | None:
+    """The run as the contract's JSON (without stream_token), or None."""
+    if not isinstance(run_id, str) or not run_id:
+        return None
+    run = runtime().store.get(run_id)
+    return public(run) if run else None
+
+
+def require_run(run_id: str) -> dict[str, Any]:
+    run = get_run(run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id!r}")
+    return run
+
+
+def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """Block until the run is terminal (woken by its events), or `timeout` passes."""
+    rt = runtime()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if rt.redis is None:  # embedded
+        return rt.store.wait(run_id, timeout)
+    pubsub = rt.redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(events_channel(run_id))
+        run = require_run(run_id)
+        while run["status"] not in TERMINAL:
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            if message is None:
+                # a safety net for a dropped subscription, not the delivery path
+                if rt.store.statuses([run_id])[0] in TERMINAL:
+                    run = require_run(run_id)
+                continue
+            if any(e.is_terminal for e in decode_batch(message["data"])):
+                run = require_run(run_id)
+        return run
+    finally:
+        pubsub.close()
+
+
+def cancel(run_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Queued: cancelled at once. Running: told to stop (hard stop after the grace period)."""
+    rt = runtime()
+    result = rt.store.cancel(
+        run_id, reason, envelope_parts(run_id, "cancelled", {"reason": reason}), utc_now_iso()
+    )
+    if result.state == "missing":
+        raise RunNotFound(f"no run {run_id!r}")
+    if result.state == "terminal":
+        raise RunConflict(f"run {run_id} already ended ({result.status})")
+    return require_run(run_id)
+
+
+def list_runs(status: str | None = None, agent: str | None = None, batch_id: str | None = None,
+              limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """Runs newest first, filtered; `next_cursor` continues after the last one returned."""
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
+    before = _parse_cursor(cursor)
+    store = runtime().store
+    runs: list[dict[str, Any]] = []
+    scanned = 0
+    last: tuple[float, str] | None = before
+    while len(runs) < limit and scanned < 20_000:
+        page = store.list_ids(last, max(limit * 2, 100))
+        if not page:
+            last = None
+            break
+        scanned += len(page)
+        for (run_id, score), run in zip(page, store.get_many([r for r, _ in page]), strict=True):
+            last = (score, run_id)
+            if run is None:
+                continue
+            if (status and run["status"] != status) or (agent and run["agent"] != agent) or (
+                batch_id and run.get("batch_id") != batch_id
+            ):
+                continue
+            runs.append(public(run))
+            if len(runs) == limit:
+                break
+    next_cursor = f"{last[0]!r}:{last[1]}" if last is not None and len(runs) == limit else None
+    return {"runs": runs, "next_cursor": next_cursor}
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    score, sep, run_id = cursor.partition(":")
+    try:
+        if not sep or not run_id:
+            raise ValueError
+        return float(score), run_id
+    except ValueError:
+        raise InvalidRequest(f"invalid cursor {cursor!r}") from None
+
+
+def batch_status(batch_id: str) -> dict[str, Any]:
+    store = runtime().store
+    batch = store.batch(batch_id)
+    if batch is None:
+        raise RunNotFound(f"no batch {batch_id!r}")
+    counts: dict[str, int] = {}
+    for status in store.statuses(store.batch_run_ids(batch_id)):
+        status = status or "expired"
+        counts[status] = counts.get(status, 0) + 1
+    done = all(s in TERMINAL or s == "expired" for s in counts)
+    return {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+
+
+def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:
+    store = runtime().store
+    if store.batch(batch_id) is None:
+        raise RunNotFound(f"no batch {batch_id!r}")
+    for run_id, status in zip(ids := store.batch_run_ids(batch_id), store.statuses(ids),
+                              strict=True):
+        if status is not None and status not in TERMINAL:
+            try:
+                cancel(run_id, reason)
+            except (RunConflict, RunNotFound):
+                pass  # it ended meanwhile
+    return batch_status(batch_id)

@@ -1,0 +1,67 @@
+"""The one settings class, read at the edge (worker start, API start, CLI)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streaming.constants import (
+    DEFAULT_CANCEL_GRACE_S,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_RUN_TTL_S,
+    DEFAULT_TIMEOUT_S,
+)
+from streaming.filters import EventsFilter
+
+MEMORY_URL = "memory://"
+DEV_SECRET = "runcast-dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNCAST_", extra="ignore")
+
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
+    broker_url: str | None = None
+    agents: str = "tasks.demo"
+    api_keys: str | None = None
+    secret: str = DEV_SECRET  # signs stream tokens; RUNCAST_SECRET
+    events: str = "all"
+    run_ttl: int = Field(DEFAULT_RUN_TTL_S, gt=0)
+    max_events: int = Field(DEFAULT_MAX_EVENTS, gt=0)
+    max_input_bytes: int = Field(DEFAULT_MAX_INPUT_BYTES, gt=0)
+    default_timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    cancel_grace: float = Field(DEFAULT_CANCEL_GRACE_S, ge=0)
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+
+    @field_validator("events")
+    @classmethod
+    def _known_filter(cls, value: str) -> str:
+        EventsFilter(value)  # raises ValueError for an unknown name
+        return value
+
+    @model_validator(mode="after")
+    def _safe_secret(self) -> Settings:
+        if self.key_list and self.secret == DEV_SECRET:
+            raise ValueError(
+                "RUNCAST_API_KEYS is set but RUNCAST_SECRET is the development default: "
+                "set RUNCAST_SECRET to a long random value"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url.startswith(MEMORY_URL)
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def key_list(self) -> list[str]:
+        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+
+    @property
+    def agent_modules(self) -> list[str]:
+        return [m.strip() for m in self.agents.split(",") if m.strip()]

@@ -1,0 +1,161 @@
+"""The run store: one record per run, an index by time, batches, atomic status changes."""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from streaming.events import dumps
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+# Record fields returned to callers, in the contract's order (stream_token is added by the API).
+PUBLIC_FIELDS = (
+    "run_id", "agent", "status", "created_at", "started_at", "finished_at", "attempt", "input",
+    "output", "error", "progress", "last_seq", "cancel_requested", "batch_id", "metadata",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a store operation did: `state` is 'ok' or why not, `status` the run's status then."""
+
+    state: str
+    status: str | None = None
+    seq: int = 0
+    run: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+def new_record(
+    run_id: str,
+    agent: str,
+    input_json: str,
+    *,
+    events: str,
+    timeout: float,
+    metadata: dict,
+    batch_id: str | None,
+    idempotency_key: str | None,
+    request_hash: str,
+    created_at: str,
+) -> dict[str, str]:
+    """A queued run's record, every value JSON text except `status`."""
+    return {
+        "run_id": dumps(run_id),
+        "agent": dumps(agent),
+        "status": "queued",
+        "created_at": dumps(created_at),
+        "created_ts": dumps(time.time()),
+        "started_at": "null",
+        "finished_at": "null",
+        "attempt": "0",
+        "input": input_json,
+        "output": "null",
+        "error": "null",
+        "progress": "null",
+        "cancel_requested": "false",
+        "cancel_reason": "null",
+        "batch_id": dumps(batch_id),
+        "metadata": dumps(metadata),
+        "events": dumps(events),
+        "timeout": dumps(timeout),
+        "deadline": "null",
+        "worker": "null",
+        "idempotency_key": dumps(idempotency_key),
+        "request_hash": dumps(request_hash),
+    }
+
+
+def decode_record(raw: dict, last_seq: int | None = None) -> dict[str, Any]:
+    """Redis hash (bytes or str) -> a run dict with every field decoded."""
+    run: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = key.decode() if isinstance(key, bytes) else key
+        value = value.decode() if isinstance(value, bytes) else value
+        run[key] = value if key == "status" else json.loads(value)
+    if last_seq is not None:
+        run["last_seq"] = last_seq
+    return run
+
+
+def public(run: dict[str, Any]) -> dict[str, Any]:
+    return {field: run.get(field) for field in PUBLIC_FIELDS}
+
+
+class RunStore(ABC):
+    """Where runs live. RedisRunStore in production, MemoryRunStore in embedded mode."""
+
+    @abstractmethod
+    def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
+        """Store queued runs (and their batch) all at once."""
+
+    @abstractmethod
+    def claim_idempotency(self, key: str, run_id: str, request_hash: str) -> tuple[str, str] | None:
+        """Reserve `key` for `run_id`; or return the (run_id, request_hash) that holds it."""
+
+    @abstractmethod
+    def release_idempotency(self, key: str) -> None: ...
+
+    @abstractmethod
+    def delete(self, run_ids: list[str]) -> None:
+        """Remove runs that could not be enqueued."""
+
+    @abstractmethod
+    def get(self, run_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def get_many(self, run_ids: list[str]) -> list[dict[str, Any] | None]: ...
+
+    @abstractmethod
+    def statuses(self, run_ids: list[str]) -> list[str | None]: ...
+
+    @abstractmethod
+    def list_ids(self, before: tuple[float, str] | None, count: int) -> list[tuple[str, float]]:
+        """Run ids newest first, strictly older than the cursor `before` (score, run_id)."""
+
+    @abstractmethod
+    def batch(self, batch_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def batch_run_ids(self, batch_id: str) -> list[str]: ...
+
+    @abstractmethod
+    def claim(self, run_id: str, attempt: int, fields: dict[str, Any], started: tuple[str, str],
+              heartbeat_deadline: float) -> Outcome:
+        """queued -> running for `attempt` (fenced: only attempt = stored attempt + 1), with the
+        `started` event (prefix, suffix around seq) appended in the same step."""
+
+    @abstractmethod
+    def finish(self, run_id: str, status: str, terminal: tuple[str, str], fields: dict[str, Any],
+               *, expect: str = "running", attempt: int | None = None) -> Outcome:
+        """Write the terminal event and status at once, unless the run already ended."""
+
+    @abstractmethod
+    def cancel(self, run_id: str, reason: str | None, cancelled: tuple[str, str],
+               finished_at: str) -> Outcome:
+        """A queued run ends cancelled at once; a running one is flagged and told."""
+
+    @abstractmethod
+    def heartbeat(self, run_ids: list[str], deadline: float) -> None: ...
+
+    @abstractmethod
+    def stale(self, now: float) -> list[str]:
+        """Running runs whose heartbeat deadline has passed."""
+
+    @abstractmethod
+    def reap(self, run_id: str, now: float, max_attempts: int) -> Outcome:
+        """A stale run: 'requeue' (now queued again), 'lost', 'timeout', or 'alive'/'gone'."""
+
+    def expire_index(self, older_than: float) -> None:
+        """Forget index entries of runs created before `older_than` (epoch s)."""
+
+    def close(self) -> None:
+        pass

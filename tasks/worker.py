@@ -1,0 +1,248 @@
+"""What a process that executes runs keeps: cancel delivery, heartbeats, hard stops, the reaper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+from streaming.constants import (
+    CANCEL_CHANNEL,
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_STALE_S,
+    REAPER_INTERVAL_S,
+    REAPER_LOCK_KEY,
+    UNFINISHED_RUN_TTL_S,
+    WORKERS_KEY,
+)
+from streaming.context import StreamContext
+from streaming.events import envelope_parts, utc_now_iso
+from tasks.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    """A running run's ear for cancellation, bound to its context once it has one."""
+
+    def __init__(self) -> None:
+        self.ctx: StreamContext | None = None
+        self.reason: str | None = None
+        self.requested = False
+        self._lock = threading.Lock()
+
+    def bind(self, ctx: StreamContext) -> None:
+        with self._lock:
+            self.ctx = ctx
+            requested = self.requested
+        if requested:
+            ctx.request_cancel(self.reason)
+
+    def deliver(self, reason: str | None) -> None:
+        with self._lock:
+            self.requested, self.reason = True, reason
+            ctx = self.ctx
+        if ctx is not None:
+            ctx.request_cancel(reason)
+
+
+class Cancels:
+    """Routes cancel requests to the runs this process executes."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, Watch] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, run_id: str) -> Watch:
+        with self._lock:
+            watch = self._watches[run_id] = Watch()
+        return watch
+
+    def unwatch(self, run_id: str) -> None:
+        with self._lock:
+            self._watches.pop(run_id, None)
+
+    def deliver(self, run_id: str, reason: str | None) -> None:
+        with self._lock:
+            watch = self._watches.get(run_id)
+        if watch is not None:
+            watch.deliver(reason)
+
+
+class _Loop(threading.Thread):
+    """A daemon thread calling `tick()` every `interval` seconds until stopped."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - keep going through outages
+                log.warning("%s failed; retrying", self.name, exc_info=True)
+            if self.stopping.wait(self.interval):
+                return
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class Heartbeats(_Loop):
+    """Keeps the heartbeat of every run this process executes fresh."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__("runcast-heartbeats", HEARTBEAT_INTERVAL_S)
+        self.rt = rt
+        self._runs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.add(run_id)
+
+    def remove(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.discard(run_id)
+
+    def tick(self) -> None:
+        with self._lock:
+            runs = list(self._runs)
+        self.rt.store.heartbeat(runs, time.time() + HEARTBEAT_STALE_S)
+
+
+class CancelSubscriber(threading.Thread):
+    """Listens on the cancel channel (Redis pub/sub) and delivers to this process's runs."""
+
+    def __init__(self, rt: Runtime, cancels: Cancels) -> None:
+        super().__init__(name="runcast-cancels", daemon=True)
+        self.rt = rt
+        self.cancels = cancels
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            pubsub = self.rt.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(CANCEL_CHANNEL)
+                self.ready.set()
+                while not self.stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message["type"] == "message":
+                        body = json.loads(message["data"])
+                        self.cancels.deliver(body["run_id"], body.get("reason"))
+            except Exception:  # noqa: BLE001 - reconnect; runs also read the flag at start
+                log.warning("cancel subscription lost; reconnecting", exc_info=True)
+                time.sleep(0.5)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class WorkerSide:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.cancels = Cancels()
+        self.heartbeats = Heartbeats(rt)
+        self.heartbeats.start()
+        self.subscriber = None
+        if rt.redis is not None:
+            self.subscriber = CancelSubscriber(rt, self.cancels)
+            self.subscriber.start()
+            self.subscriber.ready.wait(5)
+
+    def hard_stop(self, run_id: str, done: threading.Event) -> None:
+        """The handler ignored its cancel past the grace period; the run has already ended.
+
+        In a prefork child, ask the worker to kill this process (Celery's revoke with
+        terminate): the pool starts a fresh one. Elsewhere the thread is left to finish alone.
+        """
+        from billiard.process import current_process
+
+        if current_process().name.startswith("ForkPoolWorker"):
+            from tasks.celeryapp import app
+
+            log.warning("run %s ignored its cancellation; stopping its process", run_id)
+            app.control.revoke(run_id, terminate=True, signal="SIGKILL")
+            done.wait(30)
+        else:
+            log.warning("run %s ignored its cancellation; its thread is left to end", run_id)
+
+    def stop(self) -> None:
+        self.heartbeats.stop()
+        if self.subscriber is not None:
+            self.subscriber.stop()
+
+
+class Reaper(_Loop):
+    """Finds runs whose worker died: requeues them (a new attempt) or fails them."""
+
+    def __init__(self, rt: Runtime, hostname: str | None) -> None:
+        super().__init__("runcast-reaper", REAPER_INTERVAL_S)
+        self.rt = rt
+        self.hostname = hostname or f"worker-{os.getpid()}"
+
+    def tick(self) -> None:
+        rt = self.rt
+        now = time.time()
+        if rt.redis is not None:
+            rt.redis.zadd(WORKERS_KEY, {self.hostname: now})
+            rt.redis.zremrangebyscore(WORKERS_KEY, "-inf", now - 3 * REAPER_INTERVAL_S)
+            if not rt.redis.set(REAPER_LOCK_KEY, self.hostname, nx=True,
+                                px=int(REAPER_INTERVAL_S * 800)):
+                return
+        for run_id in rt.store.stale(now):
+            reap_one(rt, run_id, now)
+        rt.store.expire_index(now - UNFINISHED_RUN_TTL_S - rt.settings.run_ttl)
+
+
+def reap_one(rt: Runtime, run_id: str, now: float) -> None:
+    from tasks.service import enqueue
+
+    result = rt.store.reap(run_id, now, rt.settings.max_attempts)
+    if result.state == "requeue":
+        run = rt.store.get(run_id)
+        log.warning("run %s lost its worker on attempt %s; running it again", run_id, result.seq)
+        enqueue(run_id, run["agent"], result.seq + 1)
+    elif result.state in ("lost", "timeout"):
+        if result.state == "lost":
+            message = f"the worker running this run was lost (attempt {result.seq})"
+            data = {"error": message, "code": "worker_lost", "details": {"attempt": result.seq}}
+        else:
+            message = "the run took longer than its timeout"
+            data = {"error": message, "code": "timeout", "details": {}}
+        log.warning("run %s failed: %s", run_id, message)
+        rt.store.finish(
+            run_id, "failed", envelope_parts(run_id, "error", data),
+            {"error": data, "finished_at": utc_now_iso()}, attempt=result.seq,
+        )
+
+
+_reaper: Reaper | None = None
+
+
+def start_reaper(hostname: str | None = None) -> None:
+    global _reaper
+    if _reaper is None:
+        _reaper = Reaper(runtime(), hostname)
+        _reaper.start()
+
+
+def stop_reaper() -> None:
+    global _reaper
+    if _reaper is not None:
+        _reaper.stop()
+        _reaper = None
