@@ -14,7 +14,7 @@ def configure_app(settings: Settings) -> None:
     embedded = settings.embedded
     longest_run_s = settings.default_timeout + settings.cancel_grace
     app.conf.update(
-        broker_url="memory://" if embedded else settings.broker,
+        broker_url="memory://localhost/" if embedded else settings.broker,
         result_backend="cache+memory://" if embedded else settings.redis_url,
         task_serializer="json",
         result_serializer="json",
@@ -29,7 +29,8 @@ def configure_app(settings: Settings) -> None:
         task_default_queue="default",
         result_expires=settings.run_ttl,
         # an unacknowledged message comes back only after the longest run could have finished
-        broker_transport_options={"visibility_timeout": int(longest_run_s) + 3600},
+        broker_transport_options={"visibility_timeout": int(longest_run_s) + 3600}
+        | ({"polling_interval": 0.01} if embedded else {}),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         imports=settings.agent_modules,

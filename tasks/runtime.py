@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
@@ -10,6 +11,7 @@ import redis
 
 from streaming.backends.base import EventBackend
 from streaming.backends.redis import RedisEventBackend
+from streaming.constants import RUN_KEY
 from tasks.settings import Settings
 from tasks.store import RunStore
 
@@ -24,6 +26,9 @@ class Runtime:
             from tasks.memory_store import embedded_parts
 
             self.events, self.store = embedded_parts(settings)
+            self.store.on_cancel = lambda run_id, reason: self.worker_side().cancels.deliver(
+                run_id, reason
+            )
             self.redis = None
         else:
             self.redis = redis.Redis.from_url(
@@ -33,6 +38,7 @@ class Runtime:
                 settings.redis_url,
                 max_events=settings.max_events,
                 ttl_s=settings.run_ttl,
+                progress_key=RUN_KEY,  # the run record's `progress` follows its progress events
             )
             from tasks.redis_store import RedisRunStore
 
@@ -41,6 +47,8 @@ class Runtime:
             )
         self._worker = None  # tasks.worker.WorkerSide, made in processes that execute runs
         self._worker_lock = threading.Lock()
+        self._embedded: contextlib.ExitStack | None = None
+        self._embedded_concurrency = 0
 
     events: EventBackend
     store: RunStore
@@ -53,7 +61,29 @@ class Runtime:
                 self._worker = WorkerSide(self)
             return self._worker
 
+    def start_embedded_worker(self, concurrency: int = 4) -> None:
+        """Embedded mode: a Celery worker on threads inside this process (memory transport)."""
+        from celery.contrib.testing.worker import start_worker
+
+        from tasks.celeryapp import app
+
+        with self._worker_lock:
+            if self._embedded is not None:
+                return
+            stack = contextlib.ExitStack()
+            stack.enter_context(start_worker(
+                app, concurrency=concurrency, pool="threads", perform_ping_check=False,
+                loglevel="WARNING", shutdown_timeout=10, hostname=f"embedded@{os.getpid()}",
+            ))
+            self._embedded, self._embedded_concurrency = stack, concurrency
+
+    def embedded_workers(self) -> int:
+        return 1 if self._embedded is not None else 0
+
     def close(self) -> None:
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
         if self._worker is not None:
             self._worker.stop()
         self.events.close()
