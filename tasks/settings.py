@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     agents: str = "tasks.demo"
     api_keys: str | None = None
-    secret: str = DEV_SECRET  # signs stream tokens; RUNCAST_SECRET
+    secret: str = DEV_SECRET  # RUNCAST_SECRET: signs stream tokens
     events: str = "all"
     run_ttl: int = Field(DEFAULT_RUN_TTL_S, gt=0)
     max_events: int = Field(DEFAULT_MAX_EVENTS, gt=0)
@@ -43,10 +43,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe_secret(self) -> Settings:
-        if self.key_list and self.secret == DEV_SECRET:
+        if self.key_list and (self.secret == DEV_SECRET or len(self.secret) < 16):
             raise ValueError(
-                "RUNCAST_API_KEYS is set but RUNCAST_SECRET is the development default: "
-                "set RUNCAST_SECRET to a long random value"
+                "RUNCAST_API_KEYS is set but RUNCAST_SECRET is the development default or "
+                "shorter than 16 characters: set RUNCAST_SECRET to a long random value"
             )
         return self
 
