@@ -31,6 +31,10 @@ DEFAULT_MAX_ATTEMPTS = 2  # executions of one run before a lost worker fails it
 # Event writer (streaming.backends.redis).
 WRITE_BUFFER_EVENTS = 10_000  # emits block when this many events wait to be written
 WRITE_BATCH_EVENTS = 1_000  # most events in one pipeline
+WRITE_BATCH_BYTES = 1_048_576  # 1 MiB: a batch stops growing past this much JSON
+WRITER_SOCKET_TIMEOUT_S = 10.0  # a write that hangs this long counts as an outage
+READ_RETRIES = 5  # a read on a dropped connection is tried again this often
+READ_RETRY_BACKOFF_S = (1.0, 0.05)  # (cap, base) of the exponential pause between read retries
 OUTAGE_LIMIT_S = 60.0  # an event store outage longer than this fails the flush
 RETRY_BACKOFF_MAX_S = 1.0  # longest pause between two write attempts during an outage
 UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (1 week)

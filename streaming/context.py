@@ -17,6 +17,8 @@ from streaming.events import (
     _Payload,
     check_event_type,
     dumps,
+    encode_basestring,
+    envelope_head,
 )
 from streaming.filters import EventsFilter
 
@@ -57,8 +59,10 @@ class StreamContext:
         if start_seq is None:
             start_seq = 0 if self._queue_mode else backend.last_seq(run_id)
         self._seq = start_seq
+        self._head = envelope_head(run_id)
         self._queue: list[Event] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # seq and append order; may wait on backpressure
+        self._cancel_lock = threading.Lock()  # so a cancel never waits behind a blocked emit
         self._allow_terminal = allow_terminal
         self._cancel = threading.Event()
         self._cancel_reason: str | None = None
@@ -86,13 +90,17 @@ class StreamContext:
         return self._cancel.is_set()
 
     @property
+    def cancel_reason(self) -> str | None:
+        return self._cancel_reason
+
+    @property
     def last_seq(self) -> int:
         return self._seq
 
     # -- cancellation -----------------------------------------------------------------------
     def request_cancel(self, reason: str | None = None) -> None:
         """Mark the run cancelled: the agent's next emit or check raises RunCancelled."""
-        with self._lock:
+        with self._cancel_lock:
             if self._cancel.is_set():
                 return
             self._cancel_reason = reason
@@ -103,7 +111,7 @@ class StreamContext:
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Call `callback` (from any thread) when cancellation is requested."""
-        with self._lock:
+        with self._cancel_lock:
             if not self._cancel.is_set():
                 self._cancel_callbacks.append(callback)
                 return
@@ -114,9 +122,17 @@ class StreamContext:
             raise RunCancelled(self._cancel_reason)
 
     # -- the one emit path ------------------------------------------------------------------
-    def _emit(self, event_type: str, data: dict[str, Any], *, runtime: bool = False) -> Event | None:
+    def _emit(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        runtime: bool = False,
+        data_json: str | None = None,
+    ) -> Event | None:
         if not runtime:
-            self.check_cancelled()
+            if self._cancel.is_set():
+                raise RunCancelled(self._cancel_reason)
             if event_type in TERMINAL_TYPES and not self._allow_terminal:
                 raise RuntimeError(
                     f"{event_type!r} is emitted by the runtime: return a value, raise, or "
@@ -124,10 +140,13 @@ class StreamContext:
                 )
         if not self._filter.allows(event_type):
             return None
-        data_json = dumps(data)  # raises in the agent for non-JSON data, before taking a seq
+        if data_json is None:
+            data_json = dumps(data)  # raises in the agent for non-JSON data, before taking a seq
+        if not data_json.isascii():
+            data_json.encode()  # a lone surrogate raises here, not later in the writer
         with self._lock:
             self._seq += 1
-            event = Event.build(self._run_id, self._seq, event_type, data_json, data)
+            event = Event.build(self._run_id, self._seq, event_type, data_json, data, self._head)
             if self._queue_mode:
                 self._queue.append(event)
             else:
@@ -165,7 +184,11 @@ class StreamContext:
         return self._emit("checkpoint", {"name": name, "data": data})
 
     def sync_emit_token(self, content: str, finish_reason: str | None = None) -> Event | None:
-        return self._emit("token", {"content": content, "finish_reason": finish_reason})
+        data = {"content": content, "finish_reason": finish_reason}
+        if finish_reason is None and type(content) is str:  # the hottest path: skip the encoder
+            data_json = '{"content":' + encode_basestring(content) + ',"finish_reason":null}'
+            return self._emit("token", data, data_json=data_json)
+        return self._emit("token", data)
 
     def sync_emit_step(
         self,

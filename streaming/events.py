@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+import time
+from json.encoder import encode_basestring
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -33,13 +34,44 @@ def check_event_type(event_type: str) -> str:
     )
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One reusable C encoder: json.dumps with non-default options builds a new encoder per call,
+# which is most of an emit's cost. NaN and Infinity are refused (they are not JSON).
+try:
+    from _json import make_encoder as _make_encoder
+
+    _c_encode = _make_encoder(None, _refuse, encode_basestring, None, ":", ",", False, False, False)
+
+    def dumps(value: Any) -> str:
+        """Compact JSON; NaN and Infinity are refused (they are not JSON)."""
+        if type(value) is str:
+            return encode_basestring(value)
+        return "".join(_c_encode(value, 0))
+
+except ImportError:  # pragma: no cover - CPython always has _json
+    _py_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    dumps = _py_encoder.encode
+
+_ts_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """`2026-11-21T21:00:00.123456Z`; the part up to the second is formatted once a second."""
+    global _ts_cache
+    now = time.time()
+    second = int(now)
+    cached = _ts_cache
+    if cached[0] != second:
+        cached = _ts_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON; NaN and Infinity are refused (they are not JSON)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+def envelope_head(run_id: str) -> str:
+    """The start of every envelope of a run, up to its seq."""
+    return '{"run_id":' + encode_basestring(run_id) + ',"seq":'
 
 
 class Event(BaseModel):
@@ -56,31 +88,76 @@ class Event(BaseModel):
     _json: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def build(cls, run_id: str, seq: int, event_type: str, data_json: str, data: dict) -> Event:
-        """Make an envelope from already-serialised data (the emit hot path: no validation)."""
-        ts = utc_now_iso()
-        event = cls.model_construct(run_id=run_id, seq=seq, type=event_type, ts=ts, data=data)
-        event._json = (
-            f'{{"run_id":{json.dumps(run_id)},"seq":{seq},"type":"{event_type}",'
-            f'"ts":"{ts}","data":{data_json}}}'
+    def _trusted(
+        cls, run_id: str, seq: int, event_type: str, ts: str, data: dict, raw: str | None
+    ) -> Event:
+        """An envelope from known-good values, without validation (model_construct is slow)."""
+        event = cls.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(
+            event,
+            "__dict__",
+            {"run_id": run_id, "seq": seq, "type": event_type, "ts": ts, "data": data},
         )
+        setattr_(event, "__pydantic_fields_set__", set(_FIELDS))
+        setattr_(event, "__pydantic_extra__", None)
+        setattr_(event, "__pydantic_private__", {"_json": raw})
         return event
 
     @classmethod
+    def build(
+        cls,
+        run_id: str,
+        seq: int,
+        event_type: str,
+        data_json: str,
+        data: dict,
+        head: str | None = None,
+    ) -> Event:
+        """Make an envelope from already-serialised data (the emit hot path: no validation).
+
+        `head` is `envelope_head(run_id)`, which a caller emitting many events computes once.
+        """
+        ts = utc_now_iso()
+        raw = (
+            f'{head or envelope_head(run_id)}{seq},"type":"{event_type}",'
+            f'"ts":"{ts}","data":{data_json}}}'
+        )
+        return cls._trusted(run_id, seq, event_type, ts, data, raw)
+
+    @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
-        fields = json.loads(raw)
-        event = cls.model_construct(**fields)
-        event._json = raw.decode() if isinstance(raw, bytes) else raw
-        return event
+        raw = raw.decode() if isinstance(raw, bytes) else raw
+        return cls.from_fields(json.loads(raw), raw)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any], raw: str | None = None) -> Event:
+        """An envelope from a decoded JSON object that runcast wrote."""
+        data = fields.get("data", {})
+        return cls._trusted(fields["run_id"], fields["seq"], fields["type"], fields["ts"], data, raw)
 
     def to_json(self) -> str:
-        if self._json is None:
-            self._json = dumps(self.model_dump(mode="json"))
-        return self._json
+        private = self.__pydantic_private__
+        raw = private.get("_json")
+        if raw is None:
+            raw = private["_json"] = dumps(self.model_dump(mode="json"))
+        return raw
 
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
+
+    def __eq__(self, other: object) -> bool:
+        # Fields only: the cached JSON text is not part of an event's identity.
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((self.run_id, self.seq, self.type, self.ts))
+
+
+_FIELDS = frozenset(Event.model_fields)
 
 
 class _Payload(BaseModel):
@@ -93,7 +170,9 @@ class _Payload(BaseModel):
         return self.type
 
     def event_data(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # Python mode, not "json": pydantic's JSON mode would turn NaN into null silently, and
+        # the emit path refuses what is not JSON.
+        return self.model_dump()
 
 
 class StartedEvent(_Payload):
@@ -206,3 +285,10 @@ PAYLOAD_CLASSES: dict[str, type[_Payload]] = {
         CancelledEvent,
     )
 }
+
+
+def envelope_parts(run_id: str, event_type: str, data: dict[str, Any]) -> tuple[str, str]:
+    """An envelope split around its `seq`, for stores that number an event as they write it."""
+    prefix = f'{{"run_id":{json.dumps(run_id)},"seq":'
+    suffix = f',"type":"{event_type}","ts":"{utc_now_iso()}","data":{dumps(data)}}}'
+    return prefix, suffix

@@ -21,7 +21,7 @@ class EventsFilter:
     name that is neither a preset, an event type, `custom` nor `custom:NAME`.
     """
 
-    __slots__ = ("spec", "_all", "_types", "_all_custom")
+    __slots__ = ("_all", "_all_custom", "_types", "spec")
 
     def __init__(self, allowed: str | Iterable[str] | EventsFilter | None = "all") -> None:
         if isinstance(allowed, EventsFilter):

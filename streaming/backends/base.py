@@ -35,6 +35,11 @@ class EventBackend(ABC):
     async def aread(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         return self.read(run_id, after, limit)
 
+    async def alast_event(self, run_id: str) -> Event | None:
+        """The stored event with the highest `seq`, None when the run has none."""
+        events = await self.aread(run_id, 0)
+        return events[-1] if events else None
+
     @abstractmethod
     def last_seq(self, run_id: str) -> int:
         """The highest stored `seq` of a run, 0 when it has none."""
@@ -61,7 +66,12 @@ class EventBackend(ABC):
         ending after the terminal event."""
         async with self.live(run_id) as queue:
             last = after
-            for event in await self.aread(run_id, last):
+            replay = await self.aread(run_id, last)
+            if not replay:  # resuming at or past the end of a finished run: nothing will come
+                tail = await self.alast_event(run_id)
+                if tail is not None and tail.is_terminal and tail.seq <= after:
+                    return
+            for event in replay:
                 yield event
                 last = event.seq
                 if event.is_terminal:

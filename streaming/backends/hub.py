@@ -19,8 +19,9 @@ class PubSubHub:
     """SUBSCRIBEs each channel once, however many local listeners it has.
 
     A listener's queue receives whatever `decode(message)` returns for each message of its
-    channel. After a lost connection the hub reconnects, subscribes again and puts RESYNC on
-    every queue, since messages may have been missed meanwhile.
+    channel. When a channel's subscription is confirmed again after a lost connection (our
+    reconnect, or redis-py's own), RESYNC goes on its queues: messages may have been missed
+    meanwhile, and the log read that RESYNC triggers now sees everything they carried.
     """
 
     def __init__(self, client: aioredis.Redis, decode: Callable[[bytes], object]) -> None:
@@ -81,7 +82,7 @@ class PubSubHub:
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection lost: resubscribe, then tell everyone
+            except Exception as exc:  # noqa: BLE001 - connection lost: reconnect, resubscribe
                 log.warning("pub/sub connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -94,12 +95,22 @@ class PubSubHub:
             kind = message["type"]
             if kind == "subscribe":
                 confirmed = self._confirmed.get(channel)
-                if confirmed is not None:
-                    confirmed.set()
+                if confirmed is None:
+                    continue
+                if not confirmed.is_set():
+                    confirmed.set()  # first subscription: the listener reads the log itself
+                    continue
+                item = RESYNC  # subscribed again after a reconnect
             elif kind == "message":
-                item = self._decode(message["data"])
-                for queue in self._queues.get(channel, ()):
-                    queue.put_nowait(item)
+                try:
+                    item = self._decode(message["data"])
+                except Exception:  # noqa: BLE001 - a foreign message must not stop the reader
+                    log.warning("undecodable message on %s", channel)
+                    item = RESYNC
+            else:
+                continue
+            for queue in self._queues.get(channel, ()):
+                queue.put_nowait(item)
         self._reader = None
 
     async def _reconnect(self) -> None:
@@ -107,24 +118,21 @@ class PubSubHub:
             old, self._pubsub = self._pubsub, self._client.pubsub()
             try:
                 await old.aclose()
-            except Exception:  # noqa: BLE001 - the old connection is gone anyway
-                pass
+            except Exception:  # the old connection is gone anyway
+                log.debug("closing a lost pub/sub connection failed", exc_info=True)
             channels = list(self._queues)
             try:
-                if channels:
+                if channels:  # each confirmation puts RESYNC on the channel's queues
                     await self._pubsub.subscribe(*channels)
             except (RedisError, OSError):
                 return  # the next read fails again and we come back here
-        for channel in channels:
-            for queue in self._queues.get(channel, ()):
-                queue.put_nowait(RESYNC)
 
     async def aclose(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             try:
                 await self._reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            except (asyncio.CancelledError, Exception):  # we are closing
+                log.debug("the pub/sub reader ended with an error", exc_info=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()

@@ -18,12 +18,14 @@ class MemoryEventBackend(EventBackend):
     def __init__(self) -> None:
         self._logs: dict[str, list[Event]] = {}
         self._expires: dict[str, float] = {}  # run_id -> monotonic deadline
+        self._next_purge = 0.0  # monotonic
         self._watchers: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
         self._lock = threading.RLock()
 
     def log(self, run_id: str) -> list[Event]:
         """The run's live list of events (created when absent)."""
         with self._lock:
+            self._purge()
             return self._logs.setdefault(run_id, [])
 
     def append(self, event: Event) -> None:
@@ -55,13 +57,21 @@ class MemoryEventBackend(EventBackend):
 
     def read(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         with self._lock:
+            self._purge()
             events = [e for e in self._logs.get(run_id, ()) if e.seq > after]
         return events if limit is None else events[:limit]
 
     def last_seq(self, run_id: str) -> int:
         with self._lock:
+            self._purge()
             log = self._logs.get(run_id)
             return log[-1].seq if log else 0
+
+    async def alast_event(self, run_id: str) -> Event | None:
+        with self._lock:
+            self._purge()
+            log = self._logs.get(run_id)
+            return log[-1] if log else None
 
     def expire(self, run_id: str, ttl_s: float) -> None:
         with self._lock:
@@ -69,6 +79,9 @@ class MemoryEventBackend(EventBackend):
 
     def _purge(self) -> None:
         now = time.monotonic()
+        if not self._expires or now < self._next_purge:
+            return
+        self._next_purge = now + 0.1  # at most ten scans a second, however many appends
         for run_id in [r for r, t in self._expires.items() if t <= now]:
             self._expires.pop(run_id, None)
             self._logs.pop(run_id, None)

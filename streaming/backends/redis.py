@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import threading
-import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from streaming.backends.base import EventBackend
 from streaming.backends.hub import PubSubHub
+from streaming.backends.writer import TRANSIENT_ERRORS, EventWriter
 from streaming.constants import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_RUN_TTL_S,
@@ -28,17 +25,15 @@ from streaming.constants import (
     EVENTS_CHANNEL,
     EVENTS_KEY,
     OUTAGE_LIMIT_S,
-    RETRY_BACKOFF_MAX_S,
-    UNFINISHED_RUN_TTL_S,
-    WRITE_BATCH_EVENTS,
+    READ_RETRIES,
+    READ_RETRY_BACKOFF_S,
     WRITE_BUFFER_EVENTS,
 )
-from streaming.errors import EventStoreUnavailable
 from streaming.events import Event
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+__all__ = ["TRANSIENT_ERRORS", "RedisEventBackend", "decode_batch", "events_channel", "events_key"]
 
 
 def events_key(run_id: str) -> str:
@@ -57,7 +52,7 @@ def seq_of(stream_id: bytes | str) -> int:
 
 def decode_batch(raw: bytes | str) -> list[Event]:
     """A published message is a JSON array of envelopes."""
-    return [Event.model_construct(**fields) for fields in json.loads(raw)]
+    return [Event.from_fields(fields) for fields in json.loads(raw)]
 
 
 def _events_from_entries(entries) -> list[Event]:
@@ -68,6 +63,8 @@ class _LoopState:
     """What the backend holds per event loop: an async client and the pub/sub hub."""
 
     def __init__(self, url: str, client_kwargs: dict) -> None:
+        client_kwargs = {"retry": AsyncRetry(ExponentialBackoff(*READ_RETRY_BACKOFF_S),
+                                             READ_RETRIES), **client_kwargs}
         self.client = aioredis.Redis.from_url(url, **client_kwargs)
         self.hub = PubSubHub(self.client, decode_batch)
 
@@ -84,133 +81,51 @@ class RedisEventBackend(EventBackend):
         buffer_events: int = WRITE_BUFFER_EVENTS,
         outage_limit_s: float = OUTAGE_LIMIT_S,
         client_kwargs: dict | None = None,
+        progress_key: str | None = None,
     ) -> None:
         self.url = url
+        # When set (a key template with {run_id}), the latest progress data of each written batch
+        # is also stored in that hash's `progress` field: the run store's record follows it.
+        self.progress_key = progress_key
         self.max_events = max_events
         self.ttl_s = ttl_s
         self.buffer_events = buffer_events
         self.outage_limit_s = outage_limit_s
         self._client_kwargs = {"socket_connect_timeout": 2, "health_check_interval": 30}
         self._client_kwargs.update(client_kwargs or {})
-        self.client = redis.Redis.from_url(url, **self._client_kwargs)
+        # Reads are idempotent: a killed or restarted connection is retried (from_url's own
+        # default is no retry at all). The writer has its own connection and retry loop.
+        self.client = redis.Redis.from_url(
+            url,
+            **{"retry": Retry(ExponentialBackoff(*READ_RETRY_BACKOFF_S), READ_RETRIES),
+               **self._client_kwargs},
+        )
+        self._writer = EventWriter(
+            url,
+            self._client_kwargs,
+            max_events=max_events,
+            ttl_s=ttl_s,
+            buffer_events=buffer_events,
+            outage_limit_s=outage_limit_s,
+            progress_key=progress_key,
+        )
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        self._reset_writer()
 
     @classmethod
     def from_url(cls, url: str, **options) -> RedisEventBackend:
         return cls(url, **options)
 
-    def _reset_writer(self) -> None:
-        self._pid = os.getpid()
-        self._cond = threading.Condition()
-        self._buffer: deque[Event] = deque()
-        self._enqueued = 0
-        self._written = 0
-        self._outage_since: float | None = None
-        self._closing = False
-        self._writer: threading.Thread | None = None
-
     # -- writing ----------------------------------------------------------------------------
     def append(self, event: Event) -> None:
-        if self._pid != os.getpid():  # forked (a Celery prefork child): start afresh
-            self._reset_writer()
-        with self._cond:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_forever, name="runcast-event-writer", daemon=True
-                )
-                self._writer.start()
-            while len(self._buffer) >= self.buffer_events:  # backpressure, not loss
-                self._raise_if_outage_too_long()
-                self._cond.wait(0.5)
-            self._buffer.append(event)
-            self._enqueued += 1
-            if len(self._buffer) == 1:
-                self._cond.notify_all()
+        self._writer.append(event)
 
     def flush(self, timeout: float | None = None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            target = self._enqueued
-            while self._written < target:
-                self._raise_if_outage_too_long()
-                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-                if wait <= 0:
-                    raise TimeoutError(f"events not durable within {timeout} s")
-                self._cond.wait(wait)
-
-    def _raise_if_outage_too_long(self) -> None:
-        since = self._outage_since
-        if since is not None and time.monotonic() - since > self.outage_limit_s:
-            raise EventStoreUnavailable(
-                f"the event store at {self._safe_url()} has been unreachable for more than "
-                f"{self.outage_limit_s:.0f} s"
-            )
-
-    def _safe_url(self) -> str:
-        return self.url.split("@")[-1]
-
-    def _write_forever(self) -> None:
-        backoff = 0.01
-        while True:
-            with self._cond:
-                while not self._buffer and not self._closing:
-                    self._cond.wait()
-                if not self._buffer:
-                    return
-                batch = [self._buffer[i] for i in range(min(len(self._buffer), WRITE_BATCH_EVENTS))]
-            try:
-                self._write(batch)
-            except TRANSIENT_ERRORS as exc:
-                with self._cond:
-                    if self._outage_since is None:
-                        self._outage_since = time.monotonic()
-                        log.warning("event store unreachable (%s); holding events", exc)
-                    self._cond.notify_all()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-                continue
-            except Exception:  # noqa: BLE001 - never let the writer die
-                log.exception("dropping %d events that Redis refused", len(batch))
-            backoff = 0.01
-            with self._cond:
-                for _ in batch:
-                    self._buffer.popleft()
-                self._written += len(batch)
-                self._outage_since = None
-                self._cond.notify_all()
-
-    def _write(self, batch: list[Event]) -> None:
-        by_run: dict[str, list[Event]] = {}
-        for event in batch:
-            by_run.setdefault(event.run_id, []).append(event)
-        pipe = self.client.pipeline(transaction=False)
-        for run_id, events in by_run.items():
-            key = events_key(run_id)
-            for event in events:
-                pipe.xadd(
-                    key,
-                    {EVENT_FIELD: event.to_json()},
-                    id=f"0-{event.seq}",
-                    maxlen=self.max_events,
-                    approximate=True,
-                )
-            pipe.publish(events_channel(run_id), "[" + ",".join(e.to_json() for e in events) + "]")
-            ended = any(e.is_terminal for e in events)
-            pipe.expire(key, self.ttl_s if ended else UNFINISHED_RUN_TTL_S)
-        for result in pipe.execute(raise_on_error=False):
-            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
-                log.error("event write refused: %s", result)  # a duplicate seq is expected
+        self._writer.flush(timeout)
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        writer = self._writer
-        if writer is not None and writer.is_alive() and self._pid == os.getpid():
-            writer.join(timeout=5)
+        self._writer.close()
         self.client.close()
 
     # -- reading ----------------------------------------------------------------------------
@@ -224,15 +139,23 @@ class RedisEventBackend(EventBackend):
         return _events_from_entries(entries)
 
     def last_seq(self, run_id: str) -> int:
+        """The highest seq stored or still waiting in this process's buffer (a retry in the same
+        process continues after both)."""
+        pending = self._writer.pending_last_seq(run_id)  # before reading: none is missed
         entries = self.client.xrevrange(events_key(run_id), "+", "-", count=1)
-        return seq_of(entries[0][0]) if entries else 0
+        return max(pending, seq_of(entries[0][0]) if entries else 0)
 
     async def alast_seq(self, run_id: str) -> int:
+        pending = self._writer.pending_last_seq(run_id)
         entries = await self._loop_state().client.xrevrange(events_key(run_id), "+", "-", count=1)
-        return seq_of(entries[0][0]) if entries else 0
+        return max(pending, seq_of(entries[0][0]) if entries else 0)
+
+    async def alast_event(self, run_id: str) -> Event | None:
+        entries = await self._loop_state().client.xrevrange(events_key(run_id), "+", "-", count=1)
+        return _events_from_entries(entries)[0] if entries else None
 
     def expire(self, run_id: str, ttl_s: float) -> None:
-        self.client.expire(events_key(run_id), int(ttl_s))
+        self.client.pexpire(events_key(run_id), max(1, int(ttl_s * 1000)))
 
     # -- live -------------------------------------------------------------------------------
     def _loop_state(self) -> _LoopState:

@@ -1,0 +1,261 @@
+"""The event writer: a bounded buffer drained into Redis by one background thread.
+
+An emit only appends to the buffer (blocking while it is full: backpressure, never loss). The
+thread writes batches with one Lua call per run, which adds each event to the run's stream under
+the id `0-<seq>` (so a retried batch cannot duplicate an event), PUBLISHes the batch and sets the
+stream's expiry, atomically. During an outage the thread keeps the events and retries; `flush()`
+raises EventStoreUnavailable once the outage is older than the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from streaming.constants import (
+    EVENT_FIELD,
+    EVENTS_CHANNEL,
+    EVENTS_KEY,
+    RETRY_BACKOFF_MAX_S,
+    UNFINISHED_RUN_TTL_S,
+    WRITE_BATCH_BYTES,
+    WRITE_BATCH_EVENTS,
+    WRITER_SOCKET_TIMEOUT_S,
+)
+from streaming.errors import EventStoreUnavailable
+from streaming.events import Event, dumps
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# KEYS: the run's stream, [the run's record]. ARGV: max events, ttl (s), channel, the latest
+# progress data ('' for none), the seqs (space-separated), the envelopes (newline-separated: compact
+# JSON has no raw newline). Two big arguments cost the client far less than two per event. An id
+# at or below the stream's last one is a retried event: skipped. Added events are PUBLISHed as one
+# JSON array; the progress goes to the run's record when it exists.
+APPEND_SCRIPT = f"""
+local envs, pos, added, refused = ARGV[6], 1, {{}}, false
+for seq in string.gmatch(ARGV[5], '%d+') do
+  local stop = string.find(envs, '\\n', pos, true)
+  local env = string.sub(envs, pos, (stop or 0) - 1)
+  pos = (stop or #envs) + 1
+  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. seq,
+                         '{EVENT_FIELD}', env)
+  if type(ok) == 'table' and ok.err then
+    if not string.find(ok.err, 'equal or smaller', 1, true) then refused = ok.err end
+  else
+    added[#added + 1] = env
+  end
+end
+if #added > 0 then redis.call('PUBLISH', ARGV[3], '[' .. table.concat(added, ',') .. ']') end
+if ARGV[4] ~= '' and #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'progress', ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {{#added, refused}}
+"""
+
+
+_writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a Celery prefork worker) has no writer thread: start afresh."""
+    for writer in list(_writers):
+        writer._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class EventWriter:
+    """Owns the buffer and the writer thread of one RedisEventBackend (per process)."""
+
+    def __init__(
+        self,
+        url: str,
+        client_kwargs: dict,
+        *,
+        max_events: int,
+        ttl_s: int,
+        buffer_events: int,
+        outage_limit_s: float,
+        progress_key: str | None = None,
+    ) -> None:
+        self.url = url
+        self.progress_key = progress_key
+        self.max_events = max_events
+        self.ttl_s = ttl_s
+        self.buffer_events = buffer_events
+        self.outage_limit_s = outage_limit_s
+        # Its own connection, without redis-py's retries: this thread retries, and knows when an
+        # outage began. Named, so `CLIENT LIST` shows it.
+        self._client_kwargs = {
+            "socket_timeout": WRITER_SOCKET_TIMEOUT_S,
+            **client_kwargs,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "runcast-event-writer",
+        }
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._client = redis.Redis.from_url(self.url, **self._client_kwargs)
+        self._script = self._client.register_script(APPEND_SCRIPT)
+        self._cond = threading.Condition(threading.Lock())
+        self._buffer: list[Event] = []  # waiting; emitters append, the thread takes the front
+        self._inflight: list[Event] = []  # taken by the thread, kept until written
+        self._enqueued = 0
+        self._written = 0
+        self._outage_since: float | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        _writers.add(self)
+
+    # -- the emit side ----------------------------------------------------------------------
+    def append(self, event: Event) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_forever, name="runcast-event-writer", daemon=True
+                )
+                self._thread.start()
+            while len(self._buffer) + len(self._inflight) >= self.buffer_events:
+                self._raise_if_outage_too_long()  # backpressure, not loss
+                self._cond.wait(0.5)
+            self._buffer.append(event)
+            self._enqueued += 1
+            if len(self._buffer) == 1:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._enqueued
+            while self._written < target:
+                self._raise_if_outage_too_long()
+                wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"events not durable within {timeout} s")
+                self._cond.wait(wait)
+
+    def pending_last_seq(self, run_id: str) -> int:
+        """The highest seq of the run still waiting to be written, 0 when none."""
+        with self._cond:
+            pending = self._inflight + self._buffer
+        return max((e.seq for e in pending if e.run_id == run_id), default=0)
+
+    def _raise_if_outage_too_long(self) -> None:
+        since = self._outage_since
+        if since is not None and time.monotonic() - since > self.outage_limit_s:
+            raise EventStoreUnavailable(
+                f"the event store at {self.url.split('@')[-1]} has been unreachable for more "
+                f"than {self.outage_limit_s:g} s"
+            )
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            thread.join(timeout=5)
+        self._client.close()
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _next_batch(self) -> list[Event] | None:
+        """The events in flight (a failed batch is retried as it was), else the next ones."""
+        with self._cond:
+            if not self._inflight:
+                while not self._buffer and not self._closing:
+                    self._cond.wait()
+                if not self._buffer:
+                    return None
+                self._inflight = self._buffer[:WRITE_BATCH_EVENTS]
+                del self._buffer[:WRITE_BATCH_EVENTS]
+            batch = self._inflight
+        size = 0
+        for i, event in enumerate(batch):  # outside the lock: emits go on meanwhile
+            size += len(event.to_json())
+            if size >= WRITE_BATCH_BYTES and i + 1 < len(batch):
+                with self._cond:  # too big: the rest goes back to the front
+                    self._buffer[0:0] = batch[i + 1 :]
+                    del batch[i + 1 :]
+                break
+        return batch
+
+    def _write_forever(self) -> None:
+        backoff = 0.01
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._write(batch)
+            except TRANSIENT_ERRORS as exc:
+                with self._cond:
+                    if self._outage_since is None:
+                        self._outage_since = time.monotonic()
+                        log.warning("event store unreachable (%s); holding events", exc)
+                    self._cond.notify_all()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                continue
+            except Exception:  # never let the writer die
+                log.exception("dropping %d events that Redis refused", len(batch))
+            backoff = 0.01
+            with self._cond:
+                self._inflight = []
+                self._written += len(batch)
+                if self._outage_since is not None:
+                    log.warning("event store reachable again")
+                    self._outage_since = None
+                self._cond.notify_all()
+
+    def _write(self, batch: list[Event]) -> None:
+        by_run: dict[str, list[Event]] = {}
+        for event in batch:
+            by_run.setdefault(event.run_id, []).append(event)
+        results = self._execute(by_run)
+        if any(isinstance(r, NoScriptError) for r in results):  # a restarted or flushed Redis
+            self._client.script_load(APPEND_SCRIPT)
+            results = self._execute(by_run)
+        for result in results:
+            if isinstance(result, TRANSIENT_ERRORS):
+                raise result
+            if isinstance(result, Exception):
+                log.error("event write refused: %s", result)
+            elif result[1]:
+                log.error("event write refused: %s", result[1].decode(errors="replace"))
+
+    def _execute(self, by_run: dict[str, list[Event]]) -> list:
+        pipe = self._client.pipeline(transaction=False)
+        for run_id, events in by_run.items():
+            keys = [EVENTS_KEY.format(run_id=run_id)]
+            progress = ""
+            if self.progress_key is not None:
+                latest = [e for e in events if e.type == "progress"]
+                if latest:
+                    keys.append(self.progress_key.format(run_id=run_id))
+                    progress = dumps(latest[-1].data)
+            envelopes = "\n".join([e.to_json() for e in events])
+            if envelopes.count("\n") != len(events) - 1:  # JSON whitespace: a space is the same
+                envelopes = "\n".join([e.to_json().replace("\n", " ") for e in events])
+            args = (
+                self.max_events,
+                self.ttl_s if any(e.is_terminal for e in events) else UNFINISHED_RUN_TTL_S,
+                EVENTS_CHANNEL.format(run_id=run_id),
+                progress,
+                " ".join([str(e.seq) for e in events]),
+                envelopes,
+            )
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
