@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await rt.events.aclose()
+            if settings.embedded:
+                rt.stop_embedded_worker()
 
     app = FastAPI(
         title="runcast",

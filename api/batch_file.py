@@ -19,9 +19,10 @@ from api.client import Client
 SUBMIT_AHEAD = 200  # runs submitted ahead of the one being waited for
 
 
-def line_key(agent: str, number: int, line: str) -> str:
-    digest = hashlib.sha256(f"{agent}\n{number}\n{line}".encode()).hexdigest()[:40]
-    return f"batch-{digest}"
+def line_key(agent: str, out: Path, number: int, line: str) -> str:
+    """Same agent, results file, line number and line: the same run (for resuming)."""
+    digest = hashlib.sha256(f"{agent}\n{out.resolve()}\n{number}\n{line}".encode()).hexdigest()
+    return f"batch-{digest[:40]}"
 
 
 def read_inputs(path: Path) -> list[tuple[int, str, object]]:
@@ -64,7 +65,7 @@ def run_batch(client: Client, path: Path, agent: str, out: Path, console: Consol
         for index, (number, line, payload) in enumerate(todo):
             for ahead in todo[index : index + SUBMIT_AHEAD]:
                 if ahead[0] not in submitted:
-                    run = client.submit(agent, ahead[2], idempotency_key=line_key(agent, *ahead[:2]))
+                    run = client.submit(agent, ahead[2], idempotency_key=line_key(agent, out, *ahead[:2]))
                     submitted[ahead[0]] = run.run_id
             run = client.wait(submitted.pop(number))
             failures += run.status != "succeeded"

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.pretty import Pretty
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(help="runcast: run AI-agent work in the background and stream its events.",
                   no_args_is_help=True, add_completion=False)
@@ -147,7 +147,10 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     page = _call(_client().list_runs, status=status, agent=agent, limit=limit)
-    table = Table("run_id", "agent", "status", "created_at", "last_seq")
+    # run ids and statuses are never cut short: they are what a user copies into get/cancel/tail
+    id_width = max((len(run.run_id) for run in page.runs), default=6)
+    table = Table(Column("run_id", no_wrap=True, min_width=id_width), "agent",
+                  Column("status", no_wrap=True, min_width=9), "created_at", "last_seq")
     for run in page.runs:
         table.add_row(run.run_id, run.agent, run.status, run.created_at, str(run.last_seq))
     console.print(table)

@@ -77,13 +77,17 @@ class Runtime:
             ))
             self._embedded, self._embedded_concurrency = stack, concurrency
 
+    def stop_embedded_worker(self) -> None:
+        with self._worker_lock:
+            stack, self._embedded = self._embedded, None
+        if stack is not None:
+            stack.close()
+
     def embedded_workers(self) -> int:
         return 1 if self._embedded is not None else 0
 
     def close(self) -> None:
-        if self._embedded is not None:
-            self._embedded.close()
-            self._embedded = None
+        self.stop_embedded_worker()
         if self._worker is not None:
             self._worker.stop()
         self.events.close()
