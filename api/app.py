@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
@@ -66,14 +69,58 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for exc_type, status in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(status))
     app.add_exception_handler(RedisError, _redis_down)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    _document_string_422(app)
     return app
 
 
 def _handler(status: int):
     async def handle(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return JSONResponse({"detail": json_safe(str(exc))}, status_code=status)
 
     return handle
+
+
+async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, safe whatever the request held: FastAPI's own handler fails (a 500) when
+    it echoes a NaN, a lone surrogate or a deeply nested value back."""
+    return JSONResponse({"detail": json_safe(exc.errors())}, status_code=422)
+
+
+def _document_string_422(app: FastAPI) -> None:
+    """A 422 from our own checks (an unknown filter name, a bad cursor) has a string `detail`,
+    FastAPI's own 422 a list: the OpenAPI document says so, so clients can trust it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = build().get("components", {}).get("schemas", {})
+            properties = schemas.get("HTTPValidationError", {}).get("properties", {})
+            if "detail" in properties:
+                listed = {k: v for k, v in properties["detail"].items() if k != "title"}
+                properties["detail"] = {"title": "Detail",
+                                        "anyOf": [listed, {"type": "string"}]}
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` as plain JSON: NaN and Infinity as text, lone surrogates escaped, nesting past 32
+    levels cut to "...", other objects as their str()."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode()
+    if depth >= 32:
+        return "..."
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    return json_safe(str(value))
 
 
 async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:

@@ -18,7 +18,7 @@ def resume_point(last_event_id: str | None, after: int) -> int:
     if last_event_id is None or last_event_id.strip() == "":
         return after
     value = last_event_id.strip()
-    if not value.isdigit() or len(value) > 15:
+    if not (value.isascii() and value.isdigit()) or len(value) > 15:  # not '²' or '١'
         raise HTTPException(422, "Last-Event-ID must be the seq (a non-negative integer) of an event")
     return int(value)
 

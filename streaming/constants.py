@@ -16,6 +16,8 @@ IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
 CANCEL_CHANNEL = KEY_PREFIX + "cancel"  # payload: run_id
 REAPER_LOCK_KEY = KEY_PREFIX + "reaper-lock"
 WORKERS_KEY = KEY_PREFIX + "workers"  # zset: worker name scored by last heartbeat
+QUEUED_KEY = KEY_PREFIX + "queued"  # zset: run_id scored by when it was last sent (tasks.lost)
+LOST_SWEEP_LOCK_KEY = KEY_PREFIX + "lost-sweep-lock"
 
 # Stream field holding one JSON envelope.
 EVENT_FIELD = "e"
@@ -49,3 +51,5 @@ HEARTBEAT_STALE_S = 10.0  # a running run whose heartbeat is older is lost
 REAPER_INTERVAL_S = 3.0  # how often workers look for lost runs
 MAX_WAIT_S = 300  # longest GET /runs/{id}/wait
 MAX_BATCH_RUNS = 10_000
+MAX_INPUT_DEPTH = 100  # nesting levels (arrays, objects) of a run's input or metadata
+MAX_OUTPUT_DEPTH = 200  # ... of its output: the API's JSON serializer gives up at about 250

@@ -55,6 +55,27 @@ except ImportError:  # pragma: no cover - CPython always has _json
     _py_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     dumps = _py_encoder.encode
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in `value` (a scalar is 0), counting no further than
+    `limit + 1`: a caller refuses values deeper than `limit` before a recursive encoder (Python's
+    json, pydantic's serializer) fails on them. Iterative, so any depth is safe to measure."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | tuple))
+    return deepest
+
+
 _ts_cache: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 

@@ -10,9 +10,45 @@ from tasks.settings import Settings
 app = Celery("runcast")
 
 
+# A message taken by a worker that died before it claimed the run (prefetched, or on its way to a
+# pool process) comes back to its queue this long after its delivery: a live worker's kombu puts
+# it back (checked every RESTORE_INTERVAL_S). Redelivering the message of a run that is running or
+# ended is harmless: the claim (tasks/lua.py CLAIM) is fenced, so that execution is skipped.
+BROKER_VISIBILITY_TIMEOUT_S = 45
+BROKER_RESTORE_INTERVAL_S = 5
+
+
+def _closed_channel_is_a_connection_error() -> None:
+    """Let a Celery worker survive a broker outage that begins while it runs a task.
+
+    kombu's Redis channel, interrupted mid-poll by the lost connection, is closed a second time
+    by Celery's consumer after its transport was detached; the unacknowledged messages it then
+    tries to put back make it build a pool from `None` and raise AttributeError, which Celery
+    takes for an "Unrecoverable error": the worker stops for good. Raised as the connection error
+    it is, kombu and Celery ignore it and reconnect (the messages come back after the visibility
+    timeout instead).
+    """
+    from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    connparams = kombu_redis.Channel._connparams
+    if getattr(connparams, "runcast_patched", False):
+        return
+
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection of this channel was closed")
+        return connparams(self, asynchronous)
+
+    _connparams.runcast_patched = True
+    kombu_redis.Channel._connparams = _connparams
+
+
+_closed_channel_is_a_connection_error()
+
+
 def configure_app(settings: Settings) -> None:
     embedded = settings.embedded
-    longest_run_s = settings.default_timeout + settings.cancel_grace
     app.conf.update(
         broker_url="memory://localhost/" if embedded else settings.broker,
         result_backend="cache+memory://" if embedded else settings.redis_url,
@@ -28,9 +64,11 @@ def configure_app(settings: Settings) -> None:
         task_track_started=False,
         task_default_queue="default",
         result_expires=settings.run_ttl,
-        # an unacknowledged message comes back only after the longest run could have finished
-        broker_transport_options={"visibility_timeout": int(longest_run_s) + 3600}
-        | ({"polling_interval": 0.01} if embedded else {}),
+        broker_transport_options=({"polling_interval": 0.01} if embedded else {
+            "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_S,
+            "unacked_restore_interval": BROKER_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
+        }),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         imports=settings.agent_modules,

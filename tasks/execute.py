@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
+import os
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.constants import HEARTBEAT_STALE_S
+from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH
 from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
-from streaming.events import dumps, envelope_parts, utc_now_iso
+from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from tasks.registry import AgentSpec
 from tasks.runtime import runtime
 
@@ -68,17 +72,54 @@ def _run_handler(spec: AgentSpec, payload: Any, ctx: StreamContext, result: Supe
         result.done.set()
 
 
+class HandlerThreads:
+    """The threads handlers run in, each kept for a later run once its handler has returned:
+    starting a thread costs more than the whole run of a small agent. A handler left behind
+    (it ignored its cancellation) keeps its thread; the next run gets another one."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the parent's threads are not there
+
+    def _reset(self) -> None:
+        self._idle: list[queue.SimpleQueue] = []
+        self._lock = threading.Lock()
+
+    def start(self, name: str, job: Callable[[], None]) -> None:
+        with self._lock:
+            jobs = self._idle.pop() if self._idle else None
+        if jobs is None:
+            jobs = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(jobs,), name=name, daemon=True).start()
+        jobs.put((name, job))
+
+    def _serve(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            name, job = jobs.get()
+            threading.current_thread().name = name
+            try:
+                job()
+            except BaseException:  # _run_handler keeps every error; this thread is not reused
+                log.exception("a handler thread failed")
+                return
+            job = None  # an idle thread keeps nothing of its last run
+            with self._lock:
+                if len(self._idle) >= self.keep:
+                    return
+                self._idle.append(jobs)
+
+
+handler_threads = HandlerThreads()
+
+
 def supervise(spec: AgentSpec, payload: Any, ctx: StreamContext, *, timeout_s: float,
               grace_s: float) -> Supervised:
     """Run the handler in a thread; past its timeout or a cancel, give it `grace_s` to stop."""
     result = Supervised()
-    thread = threading.Thread(
-        target=contextvars.copy_context().run,
-        args=(_run_handler, spec, payload, ctx, result),
-        name=f"runcast-run-{ctx.run_id[:8]}",
-        daemon=True,
-    )
-    thread.start()
+    job = functools.partial(contextvars.copy_context().run, _run_handler, spec, payload, ctx,
+                            result)
+    handler_threads.start(f"runcast-run-{ctx.run_id[:8]}", job)
     deadline = time.monotonic() + timeout_s
     hard_stop_at: float | None = None
     while True:
@@ -102,6 +143,7 @@ def supervise(spec: AgentSpec, payload: Any, ctx: StreamContext, *, timeout_s: f
 
 
 def _error(message: str, code: str, details: dict | None = None) -> dict[str, Any]:
+    message = message.encode("utf-8", "backslashreplace").decode()  # no lone surrogate
     return {"error": message, "code": code, "details": details or {}}
 
 
@@ -121,8 +163,10 @@ def outcome(spec: AgentSpec, run_id: str, ctx: StreamContext, result: Supervised
         message = str(exc) or type(exc).__name__
         return "failed", "error", _error(message, "agent_error", {"type": type(exc).__name__})
     try:
-        dumps(result.output)
-    except (TypeError, ValueError) as exc:
+        if nesting_depth(result.output, MAX_OUTPUT_DEPTH) > MAX_OUTPUT_DEPTH:
+            raise ValueError(f"it is nested deeper than {MAX_OUTPUT_DEPTH} levels")
+        dumps(result.output).encode()
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
         message = f"the agent returned a value that is not JSON: {exc}"
         details = {"type": type(result.output).__name__}
         return "failed", "error", _error(message, "invalid_output", details)

@@ -4,6 +4,24 @@ A terminal event is appended to the run's stream by the same script that writes 
 status, so the event is in the log no later than the status, and a run never gets two.
 """
 
+from streaming.constants import BATCH_KEY, BATCH_RUNS_KEY
+
+# Count a run of a batch as ended; once all have, the batch's keys expire like its runs (they were
+# made to outlive an unfinished run). Called where a run turns terminal. KEYS: the run.
+END_IN_BATCH = """
+local function end_in_batch(run, ttl)
+  local id = redis.call('HGET', run, 'batch_id')
+  if not id or id == 'null' then return end
+  id = cjson.decode(id)
+  local batch = '{batch}' .. id
+  if redis.call('EXISTS', batch) == 0 then return end
+  if redis.call('HINCRBY', batch, 'ended', 1) >= tonumber(redis.call('HGET', batch, 'total')) then
+    redis.call('EXPIRE', batch, ttl)
+    redis.call('EXPIRE', '{batch_runs}' .. id, ttl)
+  end
+end
+""".format(batch=BATCH_KEY.format(batch_id=""), batch_runs=BATCH_RUNS_KEY.format(batch_id=""))
+
 # Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
 ADD_EVENT = """
 local function add_event(stream, channel, maxlen, ttl, prefix, suffix)
@@ -22,7 +40,7 @@ local function is_terminal(st)
 end
 """
 
-# KEYS: run, stream, running. ARGV: attempt, channel, maxlen, ttl, prefix, suffix, run_id,
+# KEYS: run, stream, running, queued. ARGV: attempt, channel, maxlen, ttl, prefix, suffix, run_id,
 # heartbeat deadline, now (epoch s; the deadline is now + the run's timeout), field/value pairs.
 CLAIM = ADD_EVENT + """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -37,14 +55,18 @@ if timeout then deadline = tostring(tonumber(ARGV[9]) + timeout) end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', ARGV[1], 'deadline', deadline,
   unpack(ARGV, 10))
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[7]) end  -- no longer waiting for its message
 local out = {'ok', tostring(seq)}
-for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
+-- only what the execution needs (the whole record costs both ends time on every run)
+local names = {'input', 'events', 'timeout', 'cancel_requested', 'cancel_reason'}
+local values = redis.call('HMGET', KEYS[1], unpack(names))
+for i, name in ipairs(names) do out[#out + 1] = name; out[#out + 1] = values[i] end
 return out
 """
 
 # KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
 # any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
-FINISH = ADD_EVENT + """
+FINISH = ADD_EVENT + END_IN_BATCH + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -56,12 +78,13 @@ local seq = add_event(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[9])
+end_in_batch(KEYS[1], ARGV[6])
 return {'ok', tostring(seq)}
 """
 
-# KEYS: run, stream, running. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason (JSON),
-# finished_at (JSON), cancel channel, cancel message.
-CANCEL = ADD_EVENT + """
+# KEYS: run, stream, running, queued. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason
+# (JSON), finished_at (JSON), cancel channel, cancel message.
+CANCEL = ADD_EVENT + END_IN_BATCH + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -71,6 +94,8 @@ if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[8])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[6])
+  if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[6]) end
+  end_in_batch(KEYS[1], ARGV[3])
   return {'cancelled', st}
 end
 redis.call('PUBLISH', ARGV[9], ARGV[10])

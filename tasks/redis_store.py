@@ -13,6 +13,7 @@ from streaming.constants import (
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
     IDEMPOTENCY_KEY,
+    QUEUED_KEY,
     RUN_KEY,
     RUNNING_KEY,
     RUNS_INDEX_KEY,
@@ -48,6 +49,7 @@ class RedisRunStore(RunStore):
         self._cancel = client.register_script(lua.CANCEL)
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
+        self._prune_after: float | None = None  # where prune_index goes on (a score)
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
@@ -60,6 +62,7 @@ class RedisRunStore(RunStore):
             index[run_id] = float(record["created_ts"])
         if index:
             pipe.zadd(RUNS_INDEX_KEY, index)
+            pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
         if batch is not None:
             batch_id = batch["batch_id"]
             ttl = UNFINISHED_RUN_TTL_S + self.ttl_s
@@ -147,7 +150,7 @@ class RedisRunStore(RunStore):
     # -- status changes ---------------------------------------------------------------------
     def claim(self, run_id, attempt, fields, started, heartbeat_deadline) -> Outcome:
         result = self._claim(
-            keys=[run_key(run_id), events_key(run_id), RUNNING_KEY],
+            keys=[run_key(run_id), events_key(run_id), RUNNING_KEY, QUEUED_KEY],
             args=[
                 attempt, events_channel(run_id), self.max_events, UNFINISHED_RUN_TTL_S,
                 started[0], started[1], run_id, heartbeat_deadline, time.time(), *_pairs(fields),
@@ -156,7 +159,8 @@ class RedisRunStore(RunStore):
         state = _s(result[0])
         if state != "ok":
             return Outcome(state, _s(result[1]))
-        raw = dict(zip(result[2::2], result[3::2], strict=True))
+        # the fields the execution needs (see lua.CLAIM), not the whole record
+        raw = {k: v for k, v in zip(result[2::2], result[3::2], strict=True) if v is not None}
         seq = int(result[1])
         return Outcome("ok", "running", seq, decode_record(raw, seq))
 
@@ -175,7 +179,7 @@ class RedisRunStore(RunStore):
 
     def cancel(self, run_id, reason, cancelled, finished_at) -> Outcome:
         result = self._cancel(
-            keys=[run_key(run_id), events_key(run_id), RUNNING_KEY],
+            keys=[run_key(run_id), events_key(run_id), RUNNING_KEY, QUEUED_KEY],
             args=[
                 events_channel(run_id), self.max_events, self.ttl_s, cancelled[0], cancelled[1],
                 run_id, dumps(reason), dumps(finished_at), CANCEL_CHANNEL,
@@ -199,6 +203,23 @@ class RedisRunStore(RunStore):
 
     def expire_index(self, older_than: float) -> None:
         self.client.zremrangebyscore(RUNS_INDEX_KEY, "-inf", older_than)
+
+    def prune_index(self, created_before: float, count: int = 2000) -> None:
+        """Drop index entries of runs whose record has expired: `count` runs created before
+        `created_before` are looked at per call, going on from where the last call stopped."""
+        low = "-inf" if self._prune_after is None else f"({self._prune_after!r}"
+        rows = self.client.zrangebyscore(RUNS_INDEX_KEY, low, created_before, start=0,
+                                         num=count, withscores=True)
+        self._prune_after = rows[-1][1] if len(rows) == count else None
+        if not rows:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for member, _score in rows:
+            pipe.exists(run_key(_s(member)))
+        gone = [member for (member, _), exists in zip(rows, pipe.execute(), strict=True)
+                if not exists]
+        if gone:
+            self.client.zrem(RUNS_INDEX_KEY, *gone)
 
     def close(self) -> None:
         self.client.close()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
+import threading
 import time
 import uuid
 from typing import Any
 
+import redis
+
 from streaming.backends.redis import decode_batch, events_channel
-from streaming.events import dumps, envelope_parts, utc_now_iso
+from streaming.constants import MAX_INPUT_DEPTH
+from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from streaming.filters import EventsFilter
 from tasks import registry
 from tasks.errors import (
@@ -29,6 +35,20 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def json_text(value: Any, what: str) -> str:
+    """`value` as JSON text that Redis, the API and every client can take back; else 422."""
+    if nesting_depth(value, MAX_INPUT_DEPTH) > MAX_INPUT_DEPTH:
+        raise InvalidRequest(f"{what} is nested deeper than {MAX_INPUT_DEPTH} levels")
+    try:
+        text = dumps(value)
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} holds a lone surrogate: it is not valid Unicode") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{what} must be JSON (no NaN or Infinity): {exc}") from None
+    return text
+
+
 def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
              idempotency_key: str | None, batch_id: str | None, created_at: str) -> dict[str, str]:
     settings = runtime().settings
@@ -43,11 +63,8 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
         raise InvalidRequest("timeout must be a positive number of seconds")
     if metadata is not None and not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be a JSON object")
-    try:
-        input_json = dumps({} if input is None else input)
-        metadata_json = dumps(metadata or {})
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"input and metadata must be JSON (no NaN or Infinity): {exc}") from None
+    input_json = json_text({} if input is None else input, "input")
+    metadata_json = json_text(metadata or {}, "metadata")
     size = len(input_json.encode())
     if size > settings.max_input_bytes:
         raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
@@ -58,19 +75,27 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     return new_record(
         new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
         metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_at=created_at,
+        request_hash=request_hash, created_at=created_at, queue=spec.queue,
     )
 
 
-def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None) -> None:
-    """Hand one execution of a run to the broker; the Celery task id is the run id."""
+def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None,
+            queue: str | None = None) -> None:
+    """Hand one execution of a run to the broker; the Celery task id is the run id.
+
+    A process that does not load the agent (a reaper in a worker with other RUNCAST_AGENTS)
+    sends the task by name to `queue`, the one recorded with the run.
+    """
     from tasks.celeryapp import app
 
     spec = registry.get_agent(agent)
-    task = app.tasks[spec.task_name]
     try:
-        task.apply_async(args=[run_id, attempt], task_id=run_id, queue=spec.queue,
-                         producer=producer)
+        if spec is None:
+            app.send_task(registry.AGENT_TASK_PREFIX + agent, args=[run_id, attempt],
+                          task_id=run_id, queue=queue or "default", producer=producer)
+        else:
+            app.tasks[spec.task_name].apply_async(args=[run_id, attempt], task_id=run_id,
+                                                  queue=spec.queue, producer=producer)
     except Exception as exc:  # noqa: BLE001 - kombu raises many kinds
         raise BrokerUnavailable(f"the broker did not take the run: {exc}") from exc
 
@@ -131,6 +156,7 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
             ))
         except (UnknownAgent, InvalidRequest) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
+    json_text(metadata or {}, "metadata")
     run_ids = [json.loads(r["run_id"]) for r in records]
     batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
              "metadata": metadata or {}}
@@ -160,15 +186,66 @@ def require_run(run_id: str) -> dict[str, Any]:
     return run
 
 
+# Pub/sub connections of finished waits, kept for the next one: a wait then costs a SUBSCRIBE,
+# not a new connection (connect, handshake, SUBSCRIBE, close).
+_idle_pubsubs: list[tuple[Any, Any]] = []  # (runtime, PubSub)
+_idle_lock = threading.Lock()
+MAX_IDLE_PUBSUBS = 8
+
+
+def _take_pubsub(rt: Any) -> Any:
+    stale = []
+    with _idle_lock:
+        while _idle_pubsubs:
+            owner, pubsub = _idle_pubsubs.pop()
+            if owner is rt:
+                break
+            stale.append(pubsub)
+        else:
+            pubsub = None
+    for old in stale:
+        _close_quietly(old)
+    if pubsub is None:
+        return rt.redis.pubsub()
+    try:
+        for _ in range(10_000):  # what earlier waits left: (un)subscribe replies, late messages
+            if pubsub.get_message(timeout=0) is None:
+                break
+    except (redis.RedisError, OSError):  # a broken connection is replaced
+        _close_quietly(pubsub)
+        return rt.redis.pubsub()
+    return pubsub
+
+
+def _give_back_pubsub(rt: Any, pubsub: Any, channel: str) -> None:
+    try:
+        pubsub.unsubscribe(channel)
+    except (redis.RedisError, OSError):  # a broken connection is not kept
+        _close_quietly(pubsub)
+        return
+    with _idle_lock:
+        if len(_idle_pubsubs) < MAX_IDLE_PUBSUBS:
+            _idle_pubsubs.append((rt, pubsub))
+            return
+    _close_quietly(pubsub)
+
+
+def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        pubsub.close()
+
+
 def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
     """Block until the run is terminal (woken by its events), or `timeout` passes."""
     rt = runtime()
     deadline = None if timeout is None else time.monotonic() + timeout
     if rt.redis is None:  # embedded
         return rt.store.wait(run_id, timeout)
-    pubsub = rt.redis.pubsub(ignore_subscribe_messages=True)
+    channel = events_channel(run_id)
+    wanted = channel.encode()
+    pubsub = _take_pubsub(rt)
     try:
-        pubsub.subscribe(events_channel(run_id))
+        pubsub.subscribe(channel)
         run = require_run(run_id)
         while run["status"] not in TERMINAL:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -180,11 +257,15 @@ def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
                 if rt.store.statuses([run_id])[0] in TERMINAL:
                     run = require_run(run_id)
                 continue
+            if message["type"] != "message" or message["channel"] != wanted:
+                continue  # a (un)subscribe reply, or a late message of an earlier wait
             if any(e.is_terminal for e in decode_batch(message["data"])):
                 run = require_run(run_id)
-        return run
-    finally:
-        pubsub.close()
+    except BaseException:
+        _close_quietly(pubsub)
+        raise
+    _give_back_pubsub(rt, pubsub, channel)
+    return run
 
 
 def cancel(run_id: str, reason: str | None = None) -> dict[str, Any]:
@@ -236,7 +317,7 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
         return None
     score, sep, run_id = cursor.partition(":")
     try:
-        if not sep or not run_id:
+        if not sep or not run_id or not math.isfinite(float(score)):
             raise ValueError
         return float(score), run_id
     except ValueError:

@@ -46,11 +46,13 @@ def new_record(
     idempotency_key: str | None,
     request_hash: str,
     created_at: str,
+    queue: str = "default",
 ) -> dict[str, str]:
     """A queued run's record, every value JSON text except `status`."""
     return {
         "run_id": dumps(run_id),
         "agent": dumps(agent),
+        "queue": dumps(queue),  # where a reaper that does not load the agent requeues it
         "status": "queued",
         "created_at": dumps(created_at),
         "created_ts": dumps(time.time()),
@@ -156,6 +158,10 @@ class RunStore(ABC):
 
     def expire_index(self, older_than: float) -> None:
         """Forget index entries of runs created before `older_than` (epoch s)."""
+
+    def prune_index(self, created_before: float) -> None:
+        """Forget some index entries of runs created before `created_before` whose record has
+        expired (a finished run's record lives RUNCAST_RUN_TTL, its index entry as long)."""
 
     def close(self) -> None:
         pass

@@ -19,6 +19,7 @@ from streaming.constants import (
 )
 from streaming.context import StreamContext
 from streaming.events import envelope_parts, utc_now_iso
+from tasks.lost import LostMessages, note_queued
 from tasks.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ class Reaper(_Loop):
         super().__init__("runcast-reaper", REAPER_INTERVAL_S)
         self.rt = rt
         self.hostname = hostname or f"worker-{os.getpid()}"
+        self.lost = LostMessages(rt)
 
     def tick(self) -> None:
         rt = self.rt
@@ -207,6 +209,8 @@ class Reaper(_Loop):
         for run_id in rt.store.stale(now):
             reap_one(rt, run_id, now)
         rt.store.expire_index(now - UNFINISHED_RUN_TTL_S - rt.settings.run_ttl)
+        rt.store.prune_index(now - rt.settings.run_ttl)
+        self.lost.sweep(now)  # queued runs whose broker message was lost
 
 
 def reap_one(rt: Runtime, run_id: str, now: float) -> None:
@@ -216,7 +220,8 @@ def reap_one(rt: Runtime, run_id: str, now: float) -> None:
     if result.state == "requeue":
         run = rt.store.get(run_id)
         log.warning("run %s lost its worker on attempt %s; running it again", run_id, result.seq)
-        enqueue(run_id, run["agent"], result.seq + 1)
+        note_queued(rt.redis, [run_id], now)
+        enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"))
     elif result.state in ("lost", "timeout"):
         if result.state == "lost":
             message = f"the worker running this run was lost (attempt {result.seq})"

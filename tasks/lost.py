@@ -1,0 +1,124 @@
+"""Runs whose broker message was lost: queued in the run store, nowhere in the broker.
+
+Celery's Redis transport takes a message off its queue with BRPOP and records it as
+unacknowledged only once the worker has read the reply. A worker killed (or whose connection is
+cut) in between loses the message, and its run would stay `queued` forever. So every enqueue notes
+the run in QUEUED_KEY, and the reaper (at most every SWEEP_INTERVAL_S) looks at the runs noted more
+than LOST_AFTER_S ago: those no longer queued are forgotten, and those still queued whose message
+is neither on their queue nor unacknowledged (one atomic Lua look at the broker) are sent again.
+Sending a message that was in flight after all only makes a second delivery, which the fenced
+claim (tasks/lua.py CLAIM: queued, attempt + 1) skips.
+
+A message held unacknowledged by a dead worker is not lost: kombu puts it back on its queue after
+the visibility timeout (tasks/celeryapp.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from streaming.constants import LOST_SWEEP_LOCK_KEY, QUEUED_KEY
+
+log = logging.getLogger(__name__)
+
+LOST_AFTER_S = 20.0  # a queued run is looked for in the broker once it waited this long
+SWEEP_INTERVAL_S = 10.0
+SWEEP_BATCH = 500  # runs looked at per sweep, the longest waiting first
+
+# KEYS: the queues' lists (each priority's), then the unacknowledged hash. ARGV: run ids.
+# Returns the run ids that some message names (as any JSON string value: "id", "root_id", ...).
+FIND_MESSAGES = """
+local want, found, out = {}, {}, {}
+for i = 1, #ARGV do want[ARGV[i]] = true end
+local function scan(message)
+  for token in string.gmatch(message, '"([%w_%-]+)"') do
+    if want[token] and not found[token] then
+      found[token] = true
+      out[#out + 1] = token
+    end
+  end
+end
+for i = 1, #KEYS - 1 do
+  local n = redis.call('LLEN', KEYS[i])
+  for start = 0, n - 1, 1000 do
+    for _, message in ipairs(redis.call('LRANGE', KEYS[i], start, start + 999)) do
+      scan(message)
+    end
+  end
+end
+for _, message in ipairs(redis.call('HVALS', KEYS[#KEYS])) do scan(message) end
+return out
+"""
+
+
+def note_queued(client: redis.Redis | None, run_ids: Iterable[str], now: float) -> None:
+    """Remember that these runs were (re)queued now."""
+    run_ids = list(run_ids)
+    if client is not None and run_ids:
+        client.zadd(QUEUED_KEY, dict.fromkeys(run_ids, now))
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class LostMessages:
+    """What the reaper uses to find and resend the runs whose message was lost."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.broker = self._broker_client(rt)
+        self._find = self.broker.register_script(FIND_MESSAGES) if self.broker else None
+
+    @staticmethod
+    def _broker_client(rt: Any) -> redis.Redis | None:
+        """A client of the broker when it is Redis (AMQP gives unacknowledged messages back)."""
+        if rt.redis is None:
+            return None
+        url = rt.settings.broker
+        if url == rt.settings.redis_url:
+            return rt.redis
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        return None
+
+    def sweep(self, now: float) -> list[str]:
+        """Resend the runs whose message is lost; returns their ids."""
+        rt = self.rt
+        if self.broker is None or not rt.redis.set(LOST_SWEEP_LOCK_KEY, "1", nx=True,
+                                                   px=int(SWEEP_INTERVAL_S * 1000)):
+            return []
+        due = [_s(m) for m in rt.redis.zrangebyscore(QUEUED_KEY, "-inf", now - LOST_AFTER_S,
+                                                     start=0, num=SWEEP_BATCH)]
+        if not due:
+            return []
+        runs = [run for run in rt.store.get_many(due) if run and run.get("status") == "queued"]
+        waiting = {run["run_id"] for run in runs}
+        if gone := [run_id for run_id in due if run_id not in waiting]:
+            rt.redis.zrem(QUEUED_KEY, *gone)
+        if not runs:
+            return []
+        present = {_s(r) for r in self._find(keys=self._keys(runs), args=sorted(waiting))}
+        note_queued(rt.redis, present, now)  # look again in LOST_AFTER_S
+        lost = [run for run in runs if run["run_id"] not in present]
+        for run in lost:
+            from tasks.service import enqueue
+
+            attempt = int(run.get("attempt") or 0) + 1
+            log.warning("run %s was queued but its message was lost; sending it again (attempt "
+                        "%s)", run["run_id"], attempt)
+            note_queued(rt.redis, [run["run_id"]], now)
+            enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"))
+        return [run["run_id"] for run in lost]
+
+    @staticmethod
+    def _keys(runs: list[dict]) -> list[str]:
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+        queues = sorted({run.get("queue") or "default" for run in runs})
+        keys = [q if not p else f"{q}{Channel.sep}{p}" for q in queues for p in PRIORITY_STEPS]
+        return [*keys, Channel.unacked_key]
