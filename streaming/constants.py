@@ -44,6 +44,8 @@ UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (
 # Subscriptions: when no live message came for this long, the log is read again (a safety net
 # for messages lost with a dropped pub/sub connection, not the delivery path).
 SUBSCRIBE_RESYNC_S = 5.0
+READ_POOL_CONNECTIONS = 32  # async read connections per event loop (the API), shared by subscribers
+READ_POOL_WAIT_S = 30.0  # how long a read waits for a free connection before it fails
 
 # Runs.
 HEARTBEAT_INTERVAL_S = 2.0  # a worker refreshes each running run's heartbeat this often

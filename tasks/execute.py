@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH
+from streaming.backends.redis import TRANSIENT_ERRORS
+from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH, OUTAGE_LIMIT_S
 from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
@@ -226,12 +227,28 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]
         fields["output"] = data["output"]
     elif status == "failed":
         fields["error"] = data
-    done = rt.store.finish(
-        run_id, status, envelope_parts(run_id, event_type, data), fields, attempt=attempt
-    )
+    done = _finish(rt, run_id, status, envelope_parts(run_id, event_type, data), fields, attempt)
     if not done.ok:
         log.warning("run %s attempt %s not finished: %s (%s)", run_id, attempt, done.state,
                     done.status)
     if result.abandoned:
         side.hard_stop(run_id, result.done)
     return {"run_id": run_id, "status": status if done.ok else done.status}
+
+
+def _finish(rt, run_id: str, status: str, terminal: tuple[str, str], fields: dict[str, Any],
+            attempt: int):
+    """store.finish, tried again through a Redis outage of up to OUTAGE_LIMIT_S: a run whose
+    handler has ended must not be left `running`, to be reaped and executed once more."""
+    deadline = time.monotonic() + OUTAGE_LIMIT_S
+    pause = 0.05
+    while True:
+        try:
+            return rt.store.finish(run_id, status, terminal, fields, attempt=attempt)
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("run %s not finished yet, the run store is unreachable (%s); retrying",
+                        run_id, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -25,6 +25,8 @@ from streaming.constants import (
     EVENTS_CHANNEL,
     EVENTS_KEY,
     OUTAGE_LIMIT_S,
+    READ_POOL_CONNECTIONS,
+    READ_POOL_WAIT_S,
     READ_RETRIES,
     READ_RETRY_BACKOFF_S,
     WRITE_BUFFER_EVENTS,
@@ -65,7 +67,12 @@ class _LoopState:
     def __init__(self, url: str, client_kwargs: dict) -> None:
         client_kwargs = {"retry": AsyncRetry(ExponentialBackoff(*READ_RETRY_BACKOFF_S),
                                              READ_RETRIES), **client_kwargs}
-        self.client = aioredis.Redis.from_url(url, **client_kwargs)
+        # A bounded pool that waits for a free connection: many subscribers share a few
+        # connections for their reads instead of failing past redis-py's default cap.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=READ_POOL_CONNECTIONS, timeout=READ_POOL_WAIT_S, **client_kwargs
+        )
+        self.client = aioredis.Redis(connection_pool=pool)
         self.hub = PubSubHub(self.client, decode_batch)
 
 
