@@ -126,6 +126,15 @@ class Cluster:
         return {"status": run["status"], "attempt": run["attempt"], "tail": tail,
                 "unacked": len(unacked), "in_queue": queued}
 
+    def join(self, followers: list[Follower], timeout: float) -> None:
+        """Wait for the followers; a failure says how its run stands."""
+        deadline = time.monotonic() + timeout
+        for follower in followers:
+            try:
+                follower.join(max(deadline - time.monotonic(), 1))
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; run: {self.describe(follower.run_id)}") from exc
+
     def wait_terminal(self, run_ids: list[str], timeout: float) -> dict[str, dict]:
         """Poll until every run is terminal; fail (naming the stragglers) after `timeout`."""
         deadline = time.monotonic() + timeout
@@ -239,7 +248,10 @@ class Follower:
                     failing_since = None  # progress: not failing
                 failing_since = failing_since or now
                 if now - failing_since > self.give_up_s:
-                    raise AssertionError(f"stream of {self.run_id} failed for {self.give_up_s} s")
+                    raise AssertionError(
+                        f"stream of {self.run_id} made no progress for {self.give_up_s} s: "
+                        f"{self.connections} connections, {self.drops} drops, last seq "
+                        f"{self.last_seq}, answers {self.statuses[-5:]}")
                 if limit is None:
                     time.sleep(0.1)
 

@@ -486,7 +486,8 @@ def queued_run(client: redis.Redis) -> str:
     return run_id
 
 
-def publish(redis_url: str, body: bytes, content_type: str, task: str, task_id: str) -> None:
+def publish(redis_url: str, body: bytes, content_type: str, encoding: str, task: str,
+            task_id: str) -> None:
     """A Celery protocol-2 task message, put on the `default` queue by hand."""
     headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id,
                "parent_id": None, "group": None, "retries": 0, "eta": None, "expires": None,
@@ -495,9 +496,7 @@ def publish(redis_url: str, body: bytes, content_type: str, task: str, task_id: 
         producer = connection.Producer()
         producer.publish(body, exchange=kombu.Exchange("default", type="direct"),
                          routing_key="default", headers=headers, content_type=content_type,
-                         content_encoding="binary" if "pickle" in content_type
-                         or "python" in content_type else "utf-8",
-                         declare=[kombu.Queue("default")])
+                         content_encoding=encoding, declare=[kombu.Queue("default")])
 
 
 def wait_for_log(process, text: str, since: int, timeout: float = 30) -> str:
@@ -515,8 +514,8 @@ def test_a_pickle_message_is_refused_and_never_deserialized(services, tmp_path):
              "evil": OpensAFile(str(proof))}
     body = pickle.dumps(((run_id, 1), {}, embed))
     since = len(services.worker.output())
-    publish(services.redis_url, body, "application/x-python-serialize", "runcast.agent.echo",
-            run_id)
+    publish(services.redis_url, body, "application/x-python-serialize", "binary",
+            "runcast.agent.echo", run_id)
     log = wait_for_log(services.worker, "Refusing to deserialize untrusted content", since)
     assert "pickle" in log
     assert_worker_serves(services)
@@ -537,7 +536,7 @@ def test_unknown_task_names_are_discarded_without_an_import(services):
         run_id = queued_run(services.redis)
         body = json.dumps([[run_id, 1], {}, {"callbacks": None, "errbacks": None,
                                              "chain": None, "chord": None}]).encode()
-        publish(services.redis_url, body, "application/json", name, run_id)
+        publish(services.redis_url, body, "application/json", "utf-8", name, run_id)
         wait_for_log(services.worker, run_id, since)
         assert httpx.get(f"{services.url}/runs/{run_id}").json()["status"] == "queued"
     log = services.worker.output()[since:]
