@@ -194,10 +194,10 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]
     started = envelope_parts(
         run_id, "started", {"agent": spec.name, "attempt": attempt, "worker": hostname}
     )
-    claim = rt.store.claim(
+    claim = _through_outage(run_id, "not claimed yet", lambda: rt.store.claim(
         run_id, attempt, {"worker": hostname, "started_at": utc_now_iso()}, started,
         heartbeat_deadline=time.time() + HEARTBEAT_STALE_S,
-    )
+    ))
     if not claim.ok:
         log.info("run %s attempt %s skipped: %s (%s)", run_id, attempt, claim.state, claim.status)
         return {"run_id": run_id, "skipped": claim.state, "status": claim.status}
@@ -238,17 +238,29 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]
 
 def _finish(rt, run_id: str, status: str, terminal: tuple[str, str], fields: dict[str, Any],
             attempt: int):
-    """store.finish, tried again through a Redis outage of up to OUTAGE_LIMIT_S: a run whose
-    handler has ended must not be left `running`, to be reaped and executed once more."""
+    """store.finish through an outage: a run whose handler has ended must not be left
+    `running`, to be reaped and executed once more."""
+    return _through_outage(run_id, "not finished yet", lambda: rt.store.finish(
+        run_id, status, terminal, fields, attempt=attempt))
+
+
+def _through_outage(run_id: str, what: str, call: Callable[[], Any]) -> Any:
+    """`call()`, tried again while the run store is unreachable, up to OUTAGE_LIMIT_S.
+
+    A killed connection or a short outage must not fail the task: a claim that failed would
+    leave the run queued with its message consumed, a finish that failed would leave it running.
+    When a first try did take effect but its answer was lost, the second finds the run claimed
+    or ended (fenced): the claim is then skipped and the reaper runs the run again.
+    """
     deadline = time.monotonic() + OUTAGE_LIMIT_S
     pause = 0.05
     while True:
         try:
-            return rt.store.finish(run_id, status, terminal, fields, attempt=attempt)
+            return call()
         except TRANSIENT_ERRORS as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("run %s not finished yet, the run store is unreachable (%s); retrying",
-                        run_id, exc)
+            log.warning("run %s %s, the run store is unreachable (%s); retrying", run_id, what,
+                        exc)
             time.sleep(pause)
             pause = min(pause * 2, 1.0)

@@ -44,6 +44,7 @@ class Cluster:
         self.http = httpx.Client(timeout=30)
         self.admin = redis.Redis.from_url(self.url, socket_timeout=5)
         self._names = 0
+        self.busy = 0  # 503 answers met by submit_batch(retry_503=True)
 
     # -- processes --------------------------------------------------------------------------
     def spawn_worker(self, concurrency: int = 3) -> Process:
@@ -93,10 +94,18 @@ class Cluster:
         assert response.status_code == 202, response.text
         return response.json()["run_id"]
 
-    def submit_batch(self, runs: list[dict]) -> list[str]:
-        response = self.http.post(f"{self.api_url}/batches", json={"runs": runs})
-        assert response.status_code == 202, response.text
-        return response.json()["run_ids"]
+    def submit_batch(self, runs: list[dict], retry_503: bool = False) -> list[str]:
+        """POST /batches; with `retry_503`, like a client that tries again when the API says
+        the store was unreachable (a killed connection), counting those answers in `self.busy`."""
+        while True:
+            response = self.http.post(f"{self.api_url}/batches", json={"runs": runs})
+            if response.status_code == 503 and retry_503:
+                assert response.json()["detail"], response.text
+                self.busy += 1
+                time.sleep(0.1)
+                continue
+            assert response.status_code == 202, response.text
+            return response.json()["run_ids"]
 
     def run(self, run_id: str) -> dict:
         response = self.http.get(f"{self.api_url}/runs/{run_id}")
