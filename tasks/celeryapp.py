@@ -63,6 +63,7 @@ def configure_app(settings: Settings) -> None:
         task_send_sent_event=True,
         task_track_started=False,
         task_default_queue="default",
+        task_routes=ROUTES,
         result_expires=settings.run_ttl,
         broker_transport_options=({"polling_interval": 0.01} if embedded else {
             "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_S,
@@ -77,12 +78,16 @@ def configure_app(settings: Settings) -> None:
     )
 
 
+ROUTES: dict[str, dict[str, str]] = {}
+
+
 def _register_task(spec: registry.AgentSpec) -> None:
     from tasks.execute import execute_run
 
     def run(self, run_id: str, attempt: int = 1):
         return execute_run(spec, self, run_id, attempt)
 
+    ROUTES[spec.task_name] = {"queue": spec.queue}  # Celery's routing, per agent
     run.__name__ = f"agent_{spec.name}"
     run.__doc__ = spec.description
     app.task(
@@ -90,7 +95,6 @@ def _register_task(spec: registry.AgentSpec) -> None:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        queue=spec.queue,
         rate_limit=spec.rate_limit,
         ignore_result=True,
         max_retries=0,

@@ -130,18 +130,21 @@ class CancelSubscriber(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        failures = 0
         while not self.stopping.is_set():
             pubsub = self.rt.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CANCEL_CHANNEL)
                 self.ready.set()
+                failures = 0
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message["type"] == "message":
                         body = json.loads(message["data"])
                         self.cancels.deliver(body["run_id"], body.get("reason"))
             except Exception:  # noqa: BLE001 - reconnect; runs also read the flag at start
-                log.warning("cancel subscription lost; reconnecting", exc_info=True)
+                failures += 1
+                log.warning("cancel subscription lost; reconnecting", exc_info=failures == 1)
                 time.sleep(0.5)
             finally:
                 try:
@@ -196,18 +199,26 @@ class Reaper(_Loop):
         self.rt = rt
         self.hostname = hostname or f"worker-{os.getpid()}"
         self.lost = LostMessages(rt)
+        self.last_ok: float | None = None  # when a tick last reached the store
+        self.hold_until = 0.0
 
     def tick(self) -> None:
         rt = self.rt
         now = time.time()
         if rt.redis is not None:
             rt.redis.zadd(WORKERS_KEY, {self.hostname: now})
+            if self.last_ok is None or now - self.last_ok > 2 * REAPER_INTERVAL_S + 1:
+                # Starting, or back from an outage that stopped every heartbeat too: give live
+                # workers one stale period to refresh theirs before any run counts as lost.
+                self.hold_until = now + HEARTBEAT_STALE_S
+            self.last_ok = now
             rt.redis.zremrangebyscore(WORKERS_KEY, "-inf", now - 3 * REAPER_INTERVAL_S)
             if not rt.redis.set(REAPER_LOCK_KEY, self.hostname, nx=True,
                                 px=int(REAPER_INTERVAL_S * 800)):
                 return
-        for run_id in rt.store.stale(now):
-            reap_one(rt, run_id, now)
+        if now >= self.hold_until:
+            for run_id in rt.store.stale(now):
+                reap_one(rt, run_id, now)
         rt.store.expire_index(now - UNFINISHED_RUN_TTL_S - rt.settings.run_ttl)
         rt.store.prune_index(now - rt.settings.run_ttl)
         self.lost.sweep(now)  # queued runs whose broker message was lost

@@ -448,3 +448,27 @@ def test_a_slow_sse_consumer_stalls_nobody(cluster_factory):
            f"subscriber of its run got all {len(big_log)} events in {same_s:.1f} s, a subscriber "
            f"of another run finished in {other_s:.1f} s; runs finished")
     assert same_s < 20 and other_s < 20
+
+
+def test_outage_longer_than_the_heartbeat_period_does_not_run_a_live_run_twice(cluster_factory):
+    """Every heartbeat stops while Redis is down: a reaper must not take a live run for lost."""
+    from streaming.constants import HEARTBEAT_STALE_S
+
+    c = cluster_factory(persist=True)
+    c.start_workers(2, concurrency=2)
+    c.start_api()
+    run_ids = [c.submit("rel_sleep", {"seconds": HEARTBEAT_STALE_S + 12}) for _ in range(4)]
+    deadline = time.monotonic() + 30
+    while any(c.run(run_id)["status"] != "running" for run_id in run_ids):
+        assert time.monotonic() < deadline, "the runs did not start"
+        time.sleep(0.05)
+    c.server.stop()
+    time.sleep(HEARTBEAT_STALE_S + 4)  # longer than a heartbeat may be stale
+    c.server.start()
+    runs = c.wait_terminal(run_ids, timeout=90)
+    for run_id, run in runs.items():
+        log = c.events(run_id)
+        check_log(run, log)
+        assert run["status"] == "succeeded", run
+        assert [e["data"]["attempt"] for e in log if e["type"] == "started"] == [1], run_id
+    report(f"Redis down {HEARTBEAT_STALE_S + 4:g} s under 4 live runs: each executed once")
