@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.pretty import Pretty
 from rich.table import Column, Table
 
 app = typer.Typer(help="runcast: run AI-agent work in the background and stream its events.",

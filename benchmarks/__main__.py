@@ -4,13 +4,13 @@ import importlib
 import json
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 BENCHMARKS = ["benchmarks.emit", "benchmarks.runs", "benchmarks.sse"]
 
 
 def main() -> int:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"runcast benchmarks, {stamp}, {platform.node()} ({platform.machine()}, "
           f"Python {platform.python_version()})")
     results = {}

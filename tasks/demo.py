@@ -13,7 +13,7 @@ from tasks.registry import agent
 def _number(payload: dict, name: str, default: float) -> float:
     value = payload.get(name, default) if isinstance(payload, dict) else default
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number")
+        raise ValueError(f"{name} must be a number")  # noqa: TRY004 - a bad input value
     return value
 
 
@@ -36,7 +36,7 @@ def countdown(payload: dict, context: StreamContext) -> dict:
 def _words(payload: dict) -> list[str]:
     text = payload.get("text", "") if isinstance(payload, dict) else ""
     if not isinstance(text, str):
-        raise ValueError("text must be a string")
+        raise ValueError("text must be a string")  # noqa: TRY004 - a bad input value
     return text.split()
 
 

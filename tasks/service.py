@@ -96,7 +96,7 @@ def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None,
         else:
             app.tasks[spec.task_name].apply_async(args=[run_id, attempt], task_id=run_id,
                                                   queue=spec.queue, producer=producer)
-    except Exception as exc:  # noqa: BLE001 - kombu raises many kinds
+    except Exception as exc:
         raise BrokerUnavailable(f"the broker did not take the run: {exc}") from exc
 
 

@@ -84,7 +84,7 @@ class _Loop(threading.Thread):
         while True:
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - keep going through outages
+            except Exception:
                 log.warning("%s failed; retrying", self.name, exc_info=True)
             if self.stopping.wait(self.interval):
                 return
@@ -142,15 +142,15 @@ class CancelSubscriber(threading.Thread):
                     if message and message["type"] == "message":
                         body = json.loads(message["data"])
                         self.cancels.deliver(body["run_id"], body.get("reason"))
-            except Exception:  # noqa: BLE001 - reconnect; runs also read the flag at start
+            except Exception:
                 failures += 1
                 log.warning("cancel subscription lost; reconnecting", exc_info=failures == 1)
                 time.sleep(0.5)
             finally:
                 try:
                     pubsub.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception:
+                    log.debug("closing a lost cancel subscription failed", exc_info=True)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import stream_token
@@ -126,9 +126,9 @@ def run_events(
     events = runtime().events.read(run_id, after=after, limit=limit)
     next_after = events[-1].seq if events else after
     done = run["status"] in TERMINAL and next_after >= run["last_seq"]
-    body = '{"events":[%s],"next_after":%d,"done":%s}' % (
-        ",".join(event.to_json() for event in events), next_after, "true" if done else "false"
-    )
+    envelopes = ",".join(event.to_json() for event in events)  # already JSON: not re-encoded
+    flag = "true" if done else "false"
+    body = f'{{"events":[{envelopes}],"next_after":{next_after},"done":{flag}}}'
     return Response(body, media_type="application/json")
 
 
