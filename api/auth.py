@@ -12,7 +12,10 @@ def stream_token(secret: str, run_id: str) -> str:
 
 
 def valid_token(secret: str, run_id: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(stream_token(secret, run_id), token)
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    return bool(token) and hmac.compare_digest(
+        stream_token(secret, run_id).encode(), token.encode("utf-8", "surrogateescape")
+    )
 
 
 def valid_key(keys: list[str], presented: str | None) -> bool:
@@ -21,5 +24,5 @@ def valid_key(keys: list[str], presented: str | None) -> bool:
         return False
     found = False
     for key in keys:
-        found |= hmac.compare_digest(key.encode(), presented.encode())
+        found |= hmac.compare_digest(key.encode(), presented.encode("utf-8", "surrogateescape"))
     return found

@@ -57,8 +57,9 @@ def require_read(
 ) -> str:
     """Reading one run: an API key, or that run's stream_token as `?token=`."""
     keys = settings.key_list
-    granted = valid_key(keys, _bearer(request)) or valid_token(settings.secret, run_id, token)
-    if keys and not granted:
+    if keys and not (
+        valid_key(keys, _bearer(request)) or valid_token(settings.secret, run_id, token)
+    ):
         raise _unauthorized("a valid API key or this run's stream_token is required")
     return run_id
 

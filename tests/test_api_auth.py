@@ -86,6 +86,7 @@ def test_every_route_but_healthz_needs_a_key(anon, runs):
     f"{KEYS[0]}",                      # no scheme
     "Bearer",
     f"Bearer {KEYS[0]},{KEYS[1]}",     # the whole list is not a key
+    f"Bearer {KEYS[0][:-1]}\xe9".encode("latin-1"),  # non-ASCII: a 401, not a 500
 ])
 def test_a_wrong_key_is_401(anon, runs, header):
     for method, path, kwargs in routes(runs):
@@ -146,6 +147,7 @@ def test_stream_token_does_not_open_other_runs_or_forgeries(anon, runs):
         "forged": secrets.token_hex(len(token) // 2),
         "upper-cased": token.upper() if token.upper() != token else token + "X",
         "empty": "",
+        "non-ASCII": token[:-1] + "é",  # compare_digest refuses non-ASCII str: not a 500
     }
     for path in ("", "/events", "/wait", "/stream"):
         for name, bad in bad_tokens.items():
