@@ -48,7 +48,6 @@ class Runtime:
         self._worker = None  # tasks.worker.WorkerSide, made in processes that execute runs
         self._worker_lock = threading.Lock()
         self._embedded: contextlib.ExitStack | None = None
-        self._embedded_concurrency = 0
 
     events: EventBackend
     store: RunStore
@@ -75,7 +74,7 @@ class Runtime:
                 app, concurrency=concurrency, pool="threads", perform_ping_check=False,
                 loglevel="WARNING", shutdown_timeout=10, hostname=f"embedded@{os.getpid()}",
             ))
-            self._embedded, self._embedded_concurrency = stack, concurrency
+            self._embedded = stack
 
     def stop_embedded_worker(self) -> None:
         with self._worker_lock:

@@ -152,11 +152,6 @@ class RedisEventBackend(EventBackend):
         entries = self.client.xrevrange(events_key(run_id), "+", "-", count=1)
         return max(pending, seq_of(entries[0][0]) if entries else 0)
 
-    async def alast_seq(self, run_id: str) -> int:
-        pending = self._writer.pending_last_seq(run_id)
-        entries = await self._loop_state().client.xrevrange(events_key(run_id), "+", "-", count=1)
-        return max(pending, seq_of(entries[0][0]) if entries else 0)
-
     async def alast_event(self, run_id: str) -> Event | None:
         entries = await self._loop_state().client.xrevrange(events_key(run_id), "+", "-", count=1)
         return _events_from_entries(entries)[0] if entries else None
