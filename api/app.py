@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from api.limits import BodyLimitMiddleware
 from api.routes import batches, runs, system
+from api.routes import metrics as metrics_routes
 from streaming.errors import EventStoreUnavailable
 from tasks import runtime as runtime_module
 from tasks.errors import (
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_input_bytes)
     for router in (runs.router, batches.router, system.router):
         app.include_router(router)
+    app.include_router(metrics_routes.router)
 
     for exc_type, status in ERROR_STATUS:
         app.add_exception_handler(exc_type, _handler(status))

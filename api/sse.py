@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -23,6 +25,32 @@ def resume_point(last_event_id: str | None, after: int) -> int:
     return int(value)
 
 
+_subscribers = 0  # SSE streams open in this process (runcast_sse_subscribers)
+_subscribers_lock = threading.Lock()
+
+
+def _count_subscriber(delta: int) -> None:
+    global _subscribers
+    with _subscribers_lock:
+        _subscribers += delta
+
+
+def subscribers() -> int:
+    return _subscribers
+
+
+async def counted(stream: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    """`stream`, counted in runcast_sse_subscribers while it is open (any SSE route can wrap
+    its frames in this)."""
+    _count_subscriber(1)
+    try:
+        async with aclosing(stream):  # closed with this one, as it would be unwrapped
+            async for frame in stream:
+                yield frame
+    finally:
+        _count_subscriber(-1)
+
+
 async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     async for event in backend.subscribe(run_id, after=after):
         yield ServerSentEvent(data=event.to_json(), event=event.type, id=str(event.seq))
@@ -31,7 +59,7 @@ async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterato
 def event_stream(backend: EventBackend, run_id: str, after: int,
                  headers: dict[str, str] | None = None) -> EventSourceResponse:
     return EventSourceResponse(
-        frames(backend, run_id, after),
+        counted(frames(backend, run_id, after)),
         ping=PING_S,
         headers={**SSE_HEADERS, **(headers or {})},
         send_timeout=30,

@@ -55,3 +55,19 @@ MAX_WAIT_S = 300  # longest GET /runs/{id}/wait
 MAX_BATCH_RUNS = 10_000
 MAX_INPUT_DEPTH = 100  # nesting levels (arrays, objects) of a run's input or metadata
 MAX_OUTPUT_DEPTH = 200  # ... of its output: the API's JSON serializer gives up at about 250
+
+# Metrics (tasks.metrics): fleet-wide counters and histograms in Redis hashes, moved by the run
+# store's Lua scripts and submit pipeline (no round trip of their own), read at scrape time.
+METRICS_SUBMITTED_KEY = KEY_PREFIX + "metrics:submitted"  # hash: agent -> runs
+METRICS_FINISHED_KEY = KEY_PREFIX + "metrics:finished"  # hash: "status:agent" -> runs
+METRICS_EVENTS_KEY = KEY_PREFIX + "metrics:events"  # hash: agent -> events of ended runs
+METRICS_RUN_DURATION_KEY = KEY_PREFIX + "metrics:run-duration"  # hash: "le:agent", "sum:agent"
+METRICS_RUN_QUEUE_KEY = KEY_PREFIX + "metrics:run-queue"  # the same, created to started
+METRICS_WEBHOOK_DELIVERIES_KEY = KEY_PREFIX + "metrics:webhook-deliveries"  # hash: outcome -> n
+RUN_DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+                          1800, 3600)
+RUN_QUEUE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
+                       3600)
+
+# Flower (tasks.monitor): how much of a run's input its task shows as arguments.
+TASK_INPUT_PREVIEW_CHARS = 200

@@ -4,7 +4,16 @@ A terminal event is appended to the run's stream by the same script that writes 
 status, so the event is in the log no later than the status, and a run never gets two.
 """
 
-from streaming.constants import BATCH_KEY, BATCH_RUNS_KEY
+from streaming.constants import (
+    BATCH_KEY,
+    BATCH_RUNS_KEY,
+    METRICS_EVENTS_KEY,
+    METRICS_FINISHED_KEY,
+    METRICS_RUN_DURATION_KEY,
+    METRICS_RUN_QUEUE_KEY,
+    RUN_DURATION_BUCKETS_S,
+    RUN_QUEUE_BUCKETS_S,
+)
 
 # Count a run of a batch as ended; once all have, the batch's keys expire like its runs (they were
 # made to outlive an unfinished run). Called where a run turns terminal. KEYS: the run.
@@ -21,6 +30,57 @@ local function end_in_batch(run, ttl)
   end
 end
 """.format(batch=BATCH_KEY.format(batch_id=""), batch_runs=BATCH_RUNS_KEY.format(batch_id=""))
+
+
+def _lua_bounds(bounds: tuple[float, ...]) -> str:
+    return "{" + ", ".join(f"'{b:g}'" for b in bounds) + "}"
+
+
+# Metrics (tasks.metrics): counters and histogram buckets moved inside the scripts that change a
+# run's status, so they cost no round trip. A histogram's hash holds "<le>:<agent>" (the count of
+# observations in that bucket alone, `le` the bucket's upper bound or +Inf) and "sum:<agent>".
+# Times are Redis's clock (TIME), but created_ts, the API's.
+METRICS = """
+local function metrics_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function metrics_observe(key, bounds, agent, value)
+  if value < 0 then value = 0 end
+  local le = '+Inf'
+  for _, bound in ipairs(bounds) do
+    if value <= tonumber(bound) then le = bound break end
+  end
+  redis.call('HINCRBY', key, le .. ':' .. agent, 1)
+  redis.call('HINCRBYFLOAT', key, 'sum:' .. agent, string.format('%.6f', value))
+end
+local function metrics_agent(run)
+  return cjson.decode(redis.call('HGET', run, 'agent') or '""')
+end
+-- queued -> running: how long it waited (on its first start only); when its duration starts
+local function metrics_started(run)
+  local now = metrics_now()
+  if not redis.call('HGET', run, 'started_ts') then
+    local created = tonumber(redis.call('HGET', run, 'created_ts') or '')
+    if created then metrics_observe('{queue}', {queue_bounds}, metrics_agent(run), now - created) end
+  end
+  redis.call('HSET', run, 'started_ts', string.format('%.6f', now))
+end
+-- the run ended with `status`; `seq` is its last event's, so the number of events in its log
+local function metrics_ended(run, status, seq)
+  local agent = metrics_agent(run)
+  redis.call('HINCRBY', '{finished}', status .. ':' .. agent, 1)
+  redis.call('HINCRBY', '{events}', agent, seq)
+  local started = tonumber(redis.call('HGET', run, 'started_ts') or '')
+  if started then
+    metrics_observe('{duration}', {duration_bounds}, agent, metrics_now() - started)
+  end
+end
+""".replace("{queue}", METRICS_RUN_QUEUE_KEY).replace(
+    "{queue_bounds}", _lua_bounds(RUN_QUEUE_BUCKETS_S)).replace(
+    "{duration}", METRICS_RUN_DURATION_KEY).replace(
+    "{duration_bounds}", _lua_bounds(RUN_DURATION_BUCKETS_S)).replace(
+    "{finished}", METRICS_FINISHED_KEY).replace("{events}", METRICS_EVENTS_KEY)
 
 # Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
 ADD_EVENT = """
@@ -42,7 +102,7 @@ end
 
 # KEYS: run, stream, running, queued. ARGV: attempt, channel, maxlen, ttl, prefix, suffix, run_id,
 # heartbeat deadline, now (epoch s; the deadline is now + the run's timeout), field/value pairs.
-CLAIM = ADD_EVENT + """
+CLAIM = ADD_EVENT + METRICS + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if st ~= 'queued' then return {'status', st} end
@@ -54,6 +114,7 @@ local deadline = 'null'
 if timeout then deadline = tostring(tonumber(ARGV[9]) + timeout) end
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', ARGV[1], 'deadline', deadline,
   unpack(ARGV, 10))
+metrics_started(KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[7]) end  -- no longer waiting for its message
 local out = {'ok', tostring(seq)}
@@ -66,7 +127,7 @@ return out
 
 # KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
 # any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
-FINISH = ADD_EVENT + END_IN_BATCH + """
+FINISH = ADD_EVENT + END_IN_BATCH + METRICS + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -76,6 +137,7 @@ if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
 end
 local seq = add_event(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 10))
+metrics_ended(KEYS[1], ARGV[3], seq)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[9])
 end_in_batch(KEYS[1], ARGV[6])
@@ -84,14 +146,15 @@ return {'ok', tostring(seq)}
 
 # KEYS: run, stream, running, queued. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason
 # (JSON), finished_at (JSON), cancel channel, cancel message.
-CANCEL = ADD_EVENT + END_IN_BATCH + """
+CANCEL = ADD_EVENT + END_IN_BATCH + METRICS + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
 redis.call('HSET', KEYS[1], 'cancel_requested', 'true', 'cancel_reason', ARGV[7])
 if st == 'queued' then
-  add_event(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+  local seq = add_event(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[8])
+  metrics_ended(KEYS[1], 'cancelled', seq)
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[6])
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[6]) end

@@ -10,6 +10,7 @@ from typing import Any
 
 from streaming.backends.memory import MemoryEventBackend
 from streaming.events import Event
+from tasks.metrics import MemoryMetrics, MetricsSnapshot
 from tasks.settings import Settings
 from tasks.store import TERMINAL, Outcome, RunStore, decode_record
 
@@ -28,6 +29,7 @@ class MemoryRunStore(RunStore):
         self._running: dict[str, float] = {}
         self._changed = threading.Condition(threading.RLock())
         self.on_cancel: Callable[[str, str | None], None] | None = None
+        self.metrics_counters = MemoryMetrics()
 
     def _add_event(self, run_id: str, parts: tuple[str, str]) -> int:
         seq = self.events.last_seq(run_id) + 1
@@ -40,6 +42,7 @@ class MemoryRunStore(RunStore):
                 run = decode_record(record)
                 self._runs[run["run_id"]] = run
                 self._index[run["run_id"]] = run["created_ts"]
+                self.metrics_counters.submitted(run["agent"])
             if batch is not None:
                 self._batches[batch["batch_id"]] = dict(batch)
                 self._batch_runs[batch["batch_id"]] = [json.loads(r["run_id"]) for r in records]
@@ -116,6 +119,10 @@ class MemoryRunStore(RunStore):
             run.update(fields, status="running", attempt=attempt,
                        deadline=time.time() + (run.get("timeout") or 0))
             self._running[run_id] = heartbeat_deadline
+            now = time.time()
+            self.metrics_counters.started(run["agent"], now - run["created_ts"],
+                                          first="started_ts" not in run)
+            run["started_ts"] = now
             self._changed.notify_all()
             return Outcome("ok", "running", seq, self._public_copy(run_id))
 
@@ -131,10 +138,14 @@ class MemoryRunStore(RunStore):
             if attempt is not None and run["attempt"] != attempt:
                 return Outcome("fenced", run["status"])
             seq = self._add_event(run_id, terminal)
-            self._end(run_id, run, status, fields)
+            self._end(run_id, run, status, fields, seq)
             return Outcome("ok", status, seq)
 
-    def _end(self, run_id: str, run: dict[str, Any], status: str, fields: dict) -> None:
+    def _end(self, run_id: str, run: dict[str, Any], status: str, fields: dict,
+             seq: int) -> None:
+        started = run.get("started_ts")
+        self.metrics_counters.ended(run["agent"], status, seq,
+                                    None if started is None else time.time() - started)
         run.update(fields, status=status, expires_at=time.monotonic() + self.ttl_s)
         self._running.pop(run_id, None)
         self.events.expire(run_id, self.ttl_s)
@@ -149,8 +160,8 @@ class MemoryRunStore(RunStore):
                 return Outcome("terminal", run["status"])
             run.update(cancel_requested=True, cancel_reason=reason)
             if run["status"] == "queued":
-                self._add_event(run_id, cancelled)
-                self._end(run_id, run, "cancelled", {"finished_at": finished_at})
+                seq = self._add_event(run_id, cancelled)
+                self._end(run_id, run, "cancelled", {"finished_at": finished_at}, seq)
                 return Outcome("cancelled", "queued")
         if self.on_cancel is not None:
             self.on_cancel(run_id, reason)
@@ -168,6 +179,12 @@ class MemoryRunStore(RunStore):
 
     def reap(self, run_id, now, max_attempts):
         return Outcome("alive")  # one process: its worker cannot be lost without it
+
+    def metrics(self) -> MetricsSnapshot:
+        with self._changed:
+            running = len(self._running)
+            queued = sum(1 for run in self._runs.values() if run["status"] == "queued")
+        return self.metrics_counters.read({"queued": queued, "running": running})
 
     def wait(self, run_id: str, timeout: float | None) -> dict[str, Any]:
         from tasks.errors import RunNotFound

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from typing import Any
 
 import redis
@@ -13,6 +15,7 @@ from streaming.constants import (
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
     IDEMPOTENCY_KEY,
+    METRICS_SUBMITTED_KEY,
     QUEUED_KEY,
     RUN_KEY,
     RUNNING_KEY,
@@ -21,6 +24,7 @@ from streaming.constants import (
 )
 from streaming.events import dumps
 from tasks import lua
+from tasks.metrics import MetricsSnapshot, read_redis_metrics
 from tasks.store import Outcome, RunStore, decode_record
 
 
@@ -63,6 +67,8 @@ class RedisRunStore(RunStore):
         if index:
             pipe.zadd(RUNS_INDEX_KEY, index)
             pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
+        for agent, count in Counter(json.loads(r["agent"]) for r in records).items():
+            pipe.hincrby(METRICS_SUBMITTED_KEY, agent, count)  # runcast_runs_submitted_total
         if batch is not None:
             batch_id = batch["batch_id"]
             ttl = UNFINISHED_RUN_TTL_S + self.ttl_s
@@ -220,6 +226,9 @@ class RedisRunStore(RunStore):
                 if not exists]
         if gone:
             self.client.zrem(RUNS_INDEX_KEY, *gone)
+
+    def metrics(self) -> MetricsSnapshot:
+        return read_redis_metrics(self.client, QUEUED_KEY, RUNNING_KEY)
 
     def close(self) -> None:
         self.client.close()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming.events import dumps
+from tasks.metrics import MetricsSnapshot
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -162,6 +163,10 @@ class RunStore(ABC):
     def prune_index(self, created_before: float) -> None:
         """Forget some index entries of runs created before `created_before` whose record has
         expired (a finished run's record lives RUNCAST_RUN_TTL, its index entry as long)."""
+
+    def metrics(self) -> MetricsSnapshot:
+        """The fleet's run metrics (see tasks.metrics)."""
+        return MetricsSnapshot()
 
     def close(self) -> None:
         pass
