@@ -57,6 +57,7 @@ def configure_app(settings: Settings) -> None:
         accept_content=["json"],
         result_accept_content=["json"],
         task_acks_late=True,
+        task_acks_on_failure_or_timeout=True,  # a failed run's message is done with
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
@@ -82,10 +83,15 @@ ROUTES: dict[str, dict[str, str]] = {}
 
 
 def _register_task(spec: registry.AgentSpec) -> None:
+    from tasks import monitor
     from tasks.execute import execute_run
 
     def run(self, run_id: str, attempt: int = 1):
-        return execute_run(spec, self, run_id, attempt)
+        result = execute_run(spec, self, run_id, attempt)
+        end = monitor.ending(self, result)  # Flower mirrors the run (tasks/monitor.py)
+        if end is not None:
+            raise end
+        return result
 
     ROUTES[spec.task_name] = {"queue": spec.queue}  # Celery's routing, per agent
     run.__name__ = f"agent_{spec.name}"
@@ -98,6 +104,7 @@ def _register_task(spec: registry.AgentSpec) -> None:
         rate_limit=spec.rate_limit,
         ignore_result=True,
         max_retries=0,
+        throws=(monitor.RunFailed,),  # an expected ending: logged without a traceback
     )(run)
 
 

@@ -19,6 +19,7 @@ from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH, OUTAGE_LIMI
 from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
+from tasks import monitor
 from tasks.registry import AgentSpec
 from tasks.runtime import runtime
 
@@ -183,13 +184,13 @@ def execute_run(spec: AgentSpec, task: Any, run_id: str, attempt: int) -> dict[s
     hostname = getattr(task.request, "hostname", None) or "embedded"
     watch = side.cancels.watch(run_id)
     try:
-        return _execute(spec, rt, side, watch, hostname, run_id, attempt)
+        return _execute(spec, rt, side, watch, hostname, run_id, attempt, task)
     finally:
         side.cancels.unwatch(run_id)
         side.heartbeats.remove(run_id)
 
 
-def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]:
+def _execute(spec, rt, side, watch, hostname, run_id, attempt, task=None) -> dict[str, Any]:
     settings = rt.settings
     started = envelope_parts(
         run_id, "started", {"agent": spec.name, "attempt": attempt, "worker": hostname}
@@ -232,7 +233,11 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt) -> dict[str, Any]
         log.warning("run %s attempt %s not finished: %s (%s)", run_id, attempt, done.state,
                     done.status)
     if result.abandoned:
+        if done.ok:  # Flower hears how the run ended before the process is stopped
+            monitor.announce(task, status, data if status == "failed" else None)
         side.hard_stop(run_id, result.done)
+    if done.ok and status == "failed":
+        return {"run_id": run_id, "status": status, "error": data}
     return {"run_id": run_id, "status": status if done.ok else done.status}
 
 

@@ -15,6 +15,7 @@ the visibility timeout (tasks/celeryapp.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -112,7 +113,8 @@ class LostMessages:
             log.warning("run %s was queued but its message was lost; sending it again (attempt "
                         "%s)", run["run_id"], attempt)
             note_queued(rt.redis, [run["run_id"]], now)
-            enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"))
+            enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"),
+                    input_json=json.dumps(run.get("input")))
         return [run["run_id"] for run in lost]
 
     @staticmethod

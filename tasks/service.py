@@ -26,6 +26,7 @@ from tasks.errors import (
     RunNotFound,
     UnknownAgent,
 )
+from tasks.monitor import task_reprs
 from tasks.runtime import runtime
 from tasks.store import STATUSES, TERMINAL, new_record, public
 
@@ -80,22 +81,24 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
 
 
 def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None,
-            queue: str | None = None) -> None:
+            queue: str | None = None, input_json: str | None = None) -> None:
     """Hand one execution of a run to the broker; the Celery task id is the run id.
 
     A process that does not load the agent (a reaper in a worker with other RUNCAST_AGENTS)
-    sends the task by name to `queue`, the one recorded with the run.
+    sends the task by name to `queue`, the one recorded with the run. Flower shows the run id
+    and a preview of `input_json` (the run's input) as the task's arguments (tasks.monitor).
     """
     from tasks.celeryapp import app
 
     spec = registry.get_agent(agent)
+    shown = task_reprs(run_id, attempt, input_json)
     try:
         if spec is None:
             app.send_task(registry.AGENT_TASK_PREFIX + agent, args=[run_id, attempt],
-                          task_id=run_id, queue=queue or "default", producer=producer)
+                          task_id=run_id, queue=queue or "default", producer=producer, **shown)
         else:
             app.tasks[spec.task_name].apply_async(args=[run_id, attempt], task_id=run_id,
-                                                  queue=spec.queue, producer=producer)
+                                                  queue=spec.queue, producer=producer, **shown)
     except Exception as exc:
         raise BrokerUnavailable(f"the broker did not take the run: {exc}") from exc
 
@@ -129,7 +132,7 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
             return held_run, False
     rt.store.create([record])
     try:
-        enqueue(run_id, agent)
+        enqueue(run_id, agent, input_json=record["input"])
     except BrokerUnavailable:
         rt.store.delete([run_id])
         if idempotency_key is not None:
@@ -163,8 +166,8 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
     rt.store.create(records, batch)
     try:
         with app.producer_or_acquire() as producer:
-            for run_id, run in zip(run_ids, runs, strict=True):
-                enqueue(run_id, run["agent"], producer=producer)
+            for run_id, run, record in zip(run_ids, runs, records, strict=True):
+                enqueue(run_id, run["agent"], producer=producer, input_json=record["input"])
     except BrokerUnavailable:
         rt.store.delete(run_ids)
         raise

@@ -18,7 +18,7 @@ from streaming.constants import (
     WORKERS_KEY,
 )
 from streaming.context import StreamContext
-from streaming.events import envelope_parts, utc_now_iso
+from streaming.events import dumps, envelope_parts, utc_now_iso
 from tasks.lost import LostMessages, note_queued
 from tasks.runtime import Runtime, runtime
 
@@ -232,7 +232,8 @@ def reap_one(rt: Runtime, run_id: str, now: float) -> None:
         run = rt.store.get(run_id)
         log.warning("run %s lost its worker on attempt %s; running it again", run_id, result.seq)
         note_queued(rt.redis, [run_id], now)
-        enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"))
+        enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"),
+                input_json=dumps(run.get("input")))
     elif result.state in ("lost", "timeout"):
         if result.state == "lost":
             message = f"the worker running this run was lost (attempt {result.seq})"
