@@ -29,8 +29,9 @@ BATCH_OPERATIONS = [("GET", "/batches/{batch_id}"), ("POST", "/batches/{batch_id
 OPERATIONS = [
     ("POST", "/runs"), ("POST", "/runs/stream"), ("GET", "/runs"), *RUN_OPERATIONS,
     ("POST", "/batches"), *BATCH_OPERATIONS, ("GET", "/agents"), ("GET", "/healthz"),
+    ("GET", "/metrics"),
 ]
-NO_INPUT = {("GET", "/agents"), ("GET", "/healthz")}  # nothing to make invalid
+NO_INPUT = {("GET", "/agents"), ("GET", "/healthz"), ("GET", "/metrics")}  # nothing to make invalid
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 CASES = [(op, POSITIVE) for op in OPERATIONS] + [
     (op, NEGATIVE) for op in OPERATIONS if op not in NO_INPUT]

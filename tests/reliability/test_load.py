@@ -44,6 +44,8 @@ SHORT_TTL_S = 2
 # Runcast keys that may live without a TTL: the index zsets, which the workers trim.
 INDEXES = {b"runcast:runs", b"runcast:running", b"runcast:queued"}  # of runs: empty once expired
 UNEXPIRING_KEYS = INDEXES | {b"runcast:workers"}
+# The metrics' counters live for good, their size bounded by the agents, not by the runs.
+METRICS_PREFIX = b"runcast:metrics:"
 
 
 def is_lock(key: bytes) -> bool:
@@ -91,13 +93,14 @@ def used_memory(client: redis.Redis) -> tuple[int, int]:
 
 def key_sizes(client: redis.Redis) -> dict[bytes, int]:
     """Every key in Redis (runcast's, Celery's) and its MEMORY USAGE."""
-    return {k: client.memory_usage(k) for k in client.scan_iter(count=1000) if not is_lock(k)}
+    return {k: client.memory_usage(k) for k in client.scan_iter(count=1000)
+            if not is_lock(k) and not k.startswith(METRICS_PREFIX)}
 
 
 def run_keys(client: redis.Redis) -> list[bytes]:
     """Keys of runs, events, batches and idempotency keys (not the index zsets)."""
     return [k for k in client.scan_iter(match="runcast:*", count=1000)
-            if k not in UNEXPIRING_KEYS and not is_lock(k)]
+            if k not in UNEXPIRING_KEYS and not is_lock(k) and not k.startswith(METRICS_PREFIX)]
 
 
 class TerminalEvents:
@@ -188,7 +191,8 @@ def test_memory_returns_after_the_run_ttl():
               f"({after - before:+d}; without client buffers {after_data - before_data:+d})")
 
         leaks = [k for k in client.scan_iter(match="runcast:*", count=1000)
-                 if client.ttl(k) == -1 and k not in UNEXPIRING_KEYS]
+                 if client.ttl(k) == -1 and k not in UNEXPIRING_KEYS
+                 and not k.startswith(METRICS_PREFIX)]
         assert leaks == [], f"runcast keys without a TTL: {leaks[:20]}"
         # the index zsets are trimmed: no entry is left for a run that is gone
         assert {key: client.zcard(key) for key in INDEXES} == dict.fromkeys(INDEXES, 0)
