@@ -219,3 +219,20 @@ def test_embedded_mode_serves_metrics():
     assert value(samples, "runcast_runs_in_progress", status="running") == 0
     assert value(samples, "runcast_runs_in_progress", status="queued") == 0
     assert value(samples, "runcast_workers") == 1
+
+
+def test_webhook_deliveries_are_counted_by_outcome(runcast, api_url):
+    """tasks.metrics.record_webhook_delivery is what webhook delivery calls per attempt."""
+    from tasks.metrics import record_webhook_delivery
+
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        before = scrape(http)
+        for outcome in ("delivered", "delivered", "retried"):
+            record_webhook_delivery(outcome)
+        with pytest.raises(ValueError):
+            record_webhook_delivery("lost")
+        after = scrape(http)
+    moved = {outcome: value(after, "runcast_webhook_deliveries_total", outcome=outcome)
+             - value(before, "runcast_webhook_deliveries_total", outcome=outcome)
+             for outcome in ("delivered", "retried", "failed")}
+    assert moved == {"delivered": 2, "retried": 1, "failed": 0}
