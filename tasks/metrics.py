@@ -4,7 +4,8 @@ one go at scrape time (api.metrics turns a snapshot into Prometheus families).
 
 Redis layout (keys in streaming.constants): counter hashes map a label value to a count
 (`status:agent` for finished runs); a histogram's hash holds `<le>:<agent>`, the count of
-observations in that bucket alone (`le` its upper bound, or `+Inf`), and `sum:<agent>`.
+observations in that bucket alone (`le` its upper bound, or `+Inf`), and `sum_us:<agent>` (the
+sum of the observations in microseconds).
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def _histograms(raw: dict, bounds: tuple[float, ...]) -> dict[str, Histogram]:
     for key, value in raw.items():
         kind, _, agent = _s(key).partition(":")
         hist = out.setdefault(agent, Histogram(bounds))
-        if kind == "sum":
-            hist.total = float(value)
+        if kind == "sum_us":
+            hist.total = int(value) / 1_000_000
         else:
             le = float(kind)  # '+Inf' too
             hist.counts[le] = hist.counts.get(le, 0) + int(value)

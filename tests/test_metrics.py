@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api_helpers import get_run, submit, wait_terminal, wait_until
@@ -236,3 +237,26 @@ def test_webhook_deliveries_are_counted_by_outcome(runcast, api_url):
              - value(before, "runcast_webhook_deliveries_total", outcome=outcome)
              for outcome in ("delivered", "retried", "failed")}
     assert moved == {"delivered": 2, "retried": 1, "failed": 0}
+
+
+def test_a_broken_metric_never_stops_a_status_change(redis_url, redis_client):
+    """Metrics are written with redis.pcall inside the status scripts: a counter that cannot move
+    (here one at its maximum) is skipped, the run still starts and ends."""
+    from streaming.constants import METRICS_FINISHED_KEY, METRICS_RUN_DURATION_KEY
+    from streaming.events import envelope_parts
+    from tasks.redis_store import RedisRunStore
+    from tasks.store import new_record
+
+    agent = "overflow-" + secrets.token_hex(4)
+    redis_client.hset(METRICS_RUN_DURATION_KEY, f"sum_us:{agent}", 2**63 - 1)
+    store = RedisRunStore(redis.Redis.from_url(redis_url), ttl_s=60, max_events=100)
+    run_id = secrets.token_hex(16)
+    store.create([new_record(run_id, agent, "{}", events="all", timeout=60, metadata={},
+                             batch_id=None, idempotency_key=None, request_hash="h",
+                             created_at="2026-01-01T00:00:00Z")])
+    assert store.claim(run_id, 1, {}, envelope_parts(run_id, "started", {}), time.time() + 10).ok
+    done = store.finish(run_id, "succeeded", envelope_parts(run_id, "complete", {}), {}, attempt=1)
+    assert done.ok and store.get(run_id)["status"] == "succeeded"
+    assert int(redis_client.hget(METRICS_FINISHED_KEY, f"succeeded:{agent}")) == 1
+    assert int(redis_client.hget(METRICS_RUN_DURATION_KEY, f"sum_us:{agent}")) == 2**63 - 1
+    store.close()
