@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -95,8 +96,10 @@ class RunsCollector(Collector):
                                 value=sse.subscribers())
 
 
-def render() -> bytes:
-    """One scrape, in the Prometheus text format."""
+def render(accept: str | None = None) -> tuple[bytes, str]:
+    """One scrape: (body, content type), the Prometheus text format unless the scraper asks
+    for OpenMetrics in `accept`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RunsCollector())
-    return generate_latest(registry)
+    encode, content_type = choose_encoder(accept or "")
+    return encode(registry), content_type

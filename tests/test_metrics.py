@@ -260,3 +260,14 @@ def test_a_broken_metric_never_stops_a_status_change(redis_url, redis_client):
     assert int(redis_client.hget(METRICS_FINISHED_KEY, f"succeeded:{agent}")) == 1
     assert int(redis_client.hget(METRICS_RUN_DURATION_KEY, f"sum_us:{agent}")) == 2**63 - 1
     store.close()
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(fleet):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    a, _b = fleet
+    response = a.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    names = {family.name for family in parse_om(response.text)}
+    assert {"runcast_runs_submitted", "runcast_run_duration_seconds", "runcast_workers"} <= names
