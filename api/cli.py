@@ -53,6 +53,25 @@ def _show(model) -> None:
     console.print_json(model.model_dump_json())
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"runcast {version('runcast')}", highlight=False)
+        except PackageNotFoundError:  # a source tree that was never installed
+            console.print("runcast (not installed: no version)", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
+    pass
+
+
 @app.command()
 def dev(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and worker in one process, embedded (no Redis): for development."""
