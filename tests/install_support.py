@@ -43,6 +43,7 @@ DEV_ONLY = ("pytest", "schemathesis", "hypothesis", "honcho", "ruff", "langgraph
 
 PIP_TIMEOUT_S = 600
 LOCK_WAIT_S = 600
+STALE_AFTER_S = 7 * 24 * 3600  # a cached venv of another pyproject.toml unused this long goes
 COMPLETE_MARKER = ".runcast-smoke-complete"
 MISSING_MODULE = re.compile(r"(ModuleNotFoundError|ImportError): .*")
 
@@ -208,7 +209,7 @@ def publish(cache: Path, link: Path, target: Path) -> None:
     os.replace(staged, link)
 
 
-def drop_orphans(cache: Path, name: str, keep: Path) -> None:
+def drop_orphans(cache: Path, name: str, keep: Path | None) -> None:
     """Venvs of this key left by killed or superseded builds (we hold the lock: none is used)."""
     for path in [*cache.glob(f"{name}.*"), *cache.glob(f".{name}.*")]:
         if path.name.endswith(".lock") or path == keep:
@@ -219,6 +220,23 @@ def drop_orphans(cache: Path, name: str, keep: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def prune_stale(cache: Path, keep: str) -> None:
+    """Drop cached venvs of other pyproject.toml versions unused for a week (their lock file is
+    touched on each use) and not in use now (their lock is free)."""
+    for lock in cache.glob("smoke-venv-*.lock"):
+        name = lock.name.removesuffix(".lock")
+        if name == keep or time.time() - lock.stat().st_mtime < STALE_AFTER_S:
+            continue
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            drop_orphans(cache, name, keep=None)
+            (cache / name).unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def smoke_venv(workdir: Path) -> Iterator[SmokeVenv]:
     """A clean virtualenv with the freshly built wheel installed (no extras); held under the
@@ -227,6 +245,8 @@ def smoke_venv(workdir: Path) -> Iterator[SmokeVenv]:
     name = f"smoke-venv-{pyproject_key()}"
     link = cache / name
     with cache_lock(cache / f"{name}.lock"):
+        os.utime(cache / f"{name}.lock")
+        prune_stale(cache, keep=name)
         started = time.monotonic()
         cold = not (link.is_symlink() and usable(link.resolve()))
         if cold:
