@@ -123,6 +123,12 @@ def test_runcast_version_and_metadata(venv, outside):
         assert any(c.startswith(prefix) for c in classifiers), (prefix, classifiers)
 
 
+def test_the_cli_and_the_demo_run_from_a_plain_install(venv, outside):
+    assert "Usage: runcast" in run([venv.bin("runcast"), "--help"], "runcast --help", cwd=outside)
+    demo = run([venv.bin("runcast"), "demo"], "runcast demo (embedded)", cwd=outside, timeout=180)
+    assert "demo finished as expected" in demo, demo[-2000:]
+
+
 def smoke_redis_url(redis_url: str) -> str:
     parts = urlsplit(redis_url)
     return urlunsplit(parts._replace(path=f"/{SMOKE_DB}"))
