@@ -43,7 +43,7 @@ DEV_ONLY = ("pytest", "schemathesis", "hypothesis", "honcho", "ruff", "langgraph
 
 PIP_TIMEOUT_S = 600
 LOCK_WAIT_S = 600
-STALE_AFTER_S = 7 * 24 * 3600  # a cached venv of another pyproject.toml unused this long goes
+STALE_AFTER_S = 7 * 24 * 3600  # cached venvs are rebuilt, or dropped when unused, after this
 COMPLETE_MARKER = ".runcast-smoke-complete"
 MISSING_MODULE = re.compile(r"(ModuleNotFoundError|ImportError): .*")
 
@@ -54,7 +54,10 @@ def cache_dir() -> Path:
 
 
 def pyproject_key() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    """pyproject.toml's hash (and the Python version: a venv is built for one interpreter)."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"python{sys.version_info.major}.{sys.version_info.minor}".encode())
+    return digest.hexdigest()[:16]
 
 
 def fill(template: tuple[str, ...], dist: str) -> list[str]:
@@ -192,7 +195,10 @@ def cache_lock(path: Path) -> Iterator[None]:
 
 
 def usable(venv: Path) -> bool:
-    if not (venv / COMPLETE_MARKER).exists():
+    """Complete, working, and younger than a week (so new releases of the dependencies, which
+    could drop a module we rely on, are picked up even when pyproject.toml does not change)."""
+    marker = venv / COMPLETE_MARKER
+    if not marker.exists() or time.time() - marker.stat().st_mtime > STALE_AFTER_S:
         return False
     probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import pip"],
                            env=clean_env(), capture_output=True, timeout=60, check=False)
