@@ -68,6 +68,7 @@ def test_the_wheel_ships_every_file_of_the_packages(venv):
         for package in ("streaming", "tasks", "api")
         for path in sorted((ROOT / package).rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        and not path.name.startswith(".")  # editor and OS droppings
         and str(path.relative_to(ROOT)) not in shipped
     ]
     assert not missing, f"files of the source tree missing from the wheel: {missing}"
