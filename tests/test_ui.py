@@ -26,8 +26,8 @@ def chromium():
 
 
 @pytest.fixture
-def page(chromium, tmp_path) -> Page:
-    return new_page(chromium, tmp_path)
+def page(chromium, tmp_path):
+    yield from new_page(chromium, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -111,9 +111,19 @@ class Page:
                        'status: r.getAttribute("data-status"), '
                        'cells: [...r.cells].map(c => c.textContent.trim())}))')
 
+    def console_errors(self) -> list[str]:
+        """Errors the browser logged since the last call (a refused request counts too)."""
+        return [entry["message"] for entry in self.driver.get_log("browser")
+                if entry["level"] == "SEVERE"]
+
+    def check_no_script_errors(self) -> None:
+        errors = [e for e in self.console_errors() if "Uncaught" in e]
+        self.check(not errors, f"the page's scripts failed: {errors}")
+
     def fail(self, message: str) -> None:
         path = self.shot("failure")
-        raise AssertionError(f"{message}\nscreenshot: {path}\nurl: {self.driver.current_url}")
+        raise AssertionError(f"{message}\nscreenshot: {path}\nurl: {self.driver.current_url}"
+                             f"\nbrowser errors: {self.console_errors()}")
 
     def wait(self, check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         """Poll `check()` until truthy; on timeout, a screenshot whose path is in the message."""
@@ -136,9 +146,13 @@ class Page:
         self.js("sessionStorage.clear(); localStorage.clear();")
 
 
-def new_page(driver: Any, tmp_path: Path) -> Page:
+def new_page(driver: Any, tmp_path: Path):
+    """A page fixture's body: the test's Page, checked for script errors after the test."""
     driver.set_window_size(*LAPTOP)
-    return Page(driver, tmp_path)
+    page = Page(driver, tmp_path)
+    page.console_errors()  # drop what earlier tests left
+    yield page
+    page.check_no_script_errors()
 
 
 class RestartableApi:

@@ -79,6 +79,8 @@ const RC = (() => {
       resolve();
     });
     document.querySelector("main").prepend(form);
+    const line = document.getElementById("connection");
+    if (line) line.textContent = "waiting for an API key";
     form.querySelector("input").focus();
     prompt = { promise };
     return promise;

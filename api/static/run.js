@@ -33,7 +33,8 @@
     status = value;
     RC.setStatus($("run-status"), value);
     document.title = `${value} · run ${runId.slice(0, 8)} · runcast`;
-    $("cancel-button").disabled = RC.TERMINAL.has(value);
+    const button = $("cancel-button");  // absent on a read-only page
+    if (button) button.disabled = RC.TERMINAL.has(value);
   }
 
   function setProgress(value) {
