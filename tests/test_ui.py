@@ -220,7 +220,7 @@ def test_runs_list_filters_and_updates_live(page, api, http):
 
 
 def test_batch_page_reaches_its_total(page, api, http):
-    runs = [{"agent": "countdown", "input": {"steps": 3, "delay": 0.2}} for _ in range(9)]
+    runs = [{"agent": "countdown", "input": {"steps": 4, "delay": 0.25}} for _ in range(9)]
     created = http.post("/batches", json={"runs": runs}).json()
     batch_id, total = created["batch_id"], created["total"]
     page.open(f"{api.url}/ui/batches/{batch_id}")
@@ -248,6 +248,10 @@ def test_batch_page_reaches_its_total(page, api, http):
     page.check({r for r, _ in rows()} == set(created["run_ids"]), "the batch's own runs")
     page.shot("batch")
     assert http.get(f"/batches/{batch_id}").json()["done"] is True
+    # live from the batch stream where the server has it, else by polling GET /batches/{id}
+    has_stream = http.get(f"/batches/{batch_id}/stream").status_code == 200
+    mode = page.js("return document.getElementById('batch-mode').dataset.mode")
+    page.check(mode == ("stream" if has_stream else "polling"), f"batch page mode {mode!r}")
 
 
 def test_pages_fit_a_phone_and_load_nothing_from_another_host(page, api, http):

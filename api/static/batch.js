@@ -84,6 +84,7 @@
   function startPolling(why) {
     if (pollTimer || done) return;
     $("batch-mode").textContent = "polling every 2 s (" + why + ")";
+    $("batch-mode").dataset.mode = "polling";
     const tick = async () => {
       try { await refreshStatus(); if (!done) await refreshRuns(); } catch (err) { notice(err.message); }
       if (pollTimer) pollTimer = setTimeout(tick, POLL_MS);
@@ -117,6 +118,7 @@
             stopPolling();
             pause = 500;
             $("batch-mode").textContent = "live";
+            $("batch-mode").dataset.mode = "stream";
             RC.connection(true);
           } }));
         if (!done) await RC.sleep(pause);  // the server closed the stream early: resume
