@@ -316,3 +316,14 @@ def test_demo_prints_the_ui_address_and_its_runs_can_be_watched_there(page, tmp_
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=30)[0]
     assert demo.returncode == 0, "".join(lines) + rest
+
+
+def test_a_long_log_is_shown_whole_without_freezing_the_page(page, api, http):
+    run = submit(http, "chatty", {"n": 3000})
+    run_page(page, api, run["run_id"])
+    began = time.monotonic()
+    page.wait(status_is(page, "succeeded"), "status succeeded")
+    assert_complete_log_shown(page, http, run["run_id"])
+    elapsed = time.monotonic() - began
+    page.check(elapsed < 20, f"3,002 events took {elapsed:.1f} s to show")
+    page.shot("long-log")

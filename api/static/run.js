@@ -108,17 +108,42 @@
     return text.length > 240 ? text.slice(0, 240) + "…" : text;
   }
 
+  // DOM writes are batched (one append and one scroll per flush): a replay of thousands of
+  // events must not lay the page out once per event.
+  let logBuffer = [];
+  let tokenBuffer = "";
+  let flushTimer = null;
+  const FLUSH_MS = 30;
+
+  function flush() {
+    clearTimeout(flushTimer);
+    flushTimer = null;
+    if (tokenBuffer) {
+      tokens.append(tokenBuffer);
+      tokenBuffer = "";
+    }
+    if (logBuffer.length) {
+      const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+      log.append(...logBuffer);
+      logBuffer = [];
+      if (atBottom) log.scrollTop = log.scrollHeight;
+      $("events-count").textContent = "(" + log.childElementCount + ")";
+    }
+  }
+
+  function later() {
+    if (flushTimer === null) flushTimer = setTimeout(flush, FLUSH_MS);
+  }
+
   function logEvent(event) {
-    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
     const when = new Date(event.ts);
-    log.append(RC.el("li", { "data-seq": event.seq, "data-type": event.type,
-                             class: "event type-" + event.type.replace(/[^a-z]/g, "") },
+    logBuffer.push(RC.el("li", { "data-seq": event.seq, "data-type": event.type,
+                                 class: "event type-" + event.type.replace(/[^a-z]/g, "") },
       RC.el("span", { class: "seq" }, "#" + event.seq),
       RC.el("span", { class: "type" }, event.type),
       RC.el("time", { datetime: event.ts }, isNaN(when) ? "" : when.toLocaleTimeString()),
       RC.el("code", { class: "data" }, summary(event))));
-    if (atBottom) log.scrollTop = log.scrollHeight;
-    $("events-count").textContent = "(" + log.children.length + ")";
+    later();
   }
 
   function show(event) {
@@ -131,7 +156,7 @@
         $("progress-message").textContent = [data.step, data.message].filter(Boolean).join(" · ");
         break;
       case "update": setUpdate(data.text); break;
-      case "token": setUpdate(""); tokens.append(data.content || ""); break;
+      case "token": setUpdate(""); tokenBuffer += data.content || ""; later(); break;
       case "step": setUpdate(""); break;
       case "complete":
         setUpdate(""); setProgress(1); showOutput(data.output); setStatus("succeeded"); break;
@@ -193,6 +218,8 @@
     const es = new EventSource(u);
     source = es;
     const onFrame = (message) => {
+      // "error" is also the name of EventSource's own connection-error event (no data)
+      if (!(message instanceof MessageEvent) || typeof message.data !== "string") return;
       reconnectPause = 250;
       RC.connection(true);
       receive(JSON.parse(message.data));
@@ -212,6 +239,7 @@
   }
 
   function finish() {
+    flush();
     terminal = true;
     pending.clear();
     if (source) source.close();
