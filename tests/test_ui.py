@@ -312,6 +312,15 @@ def test_demo_prints_the_ui_address_and_its_runs_can_be_watched_there(page, tmp_
         statuses = {r["status"] for r in rows}
         page.check(statuses == {"succeeded", "failed", "cancelled"}, str(statuses))
         page.shot("demo")
+        # one of them, in embedded mode (events in memory): the token run's page
+        tokens_run = next(r["id"] for r in rows if r["cells"][1] == "tokens")
+        page.open(f"{url}/ui/runs/{tokens_run}")
+        page.wait(lambda: page.text("run-status") == "succeeded", "the demo's token run")
+        last_seq = httpx.get(f"{url}/runs/{tokens_run}").json()["last_seq"]
+        page.wait(lambda: page.event_seqs() == list(range(1, last_seq + 1)), "its whole log")
+        page.check(page.text("run-tokens").startswith("runcast streams every token"),
+                   page.text("run-tokens"))
+        page.shot("demo-run")
     finally:
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=30)[0]
