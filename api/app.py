@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from api.limits import BodyLimitMiddleware
-from api.routes import batches, runs, system
+from api.routes import batches, runs, system, ui
 from streaming.errors import EventStoreUnavailable
 from tasks import runtime as runtime_module
 from tasks.errors import (
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_input_bytes)
-    for router in (runs.router, batches.router, system.router):
+    for router in (runs.router, batches.router, system.router, ui.router):
         app.include_router(router)
 
     for exc_type, status in ERROR_STATUS:

@@ -99,11 +99,15 @@ def worker(ctx: typer.Context) -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep_open: Annotated[bool, typer.Option(
+        "--keep-open", help="keep the service (and its web UI) up after the demo, until Ctrl-C",
+    )] = False,
+) -> None:
     """Start the embedded service and drive the demo agents over HTTP."""
     from api.demo import run_demo
 
-    raise typer.Exit(run_demo(console))
+    raise typer.Exit(run_demo(console, keep_open=keep_open))
 
 
 @app.command()
