@@ -16,7 +16,7 @@ router = APIRouter(prefix="/batches", tags=["batches"], dependencies=[KeyDep])
 @router.post("", status_code=202, response_model=BatchCreated)
 def submit_batch(body: BatchRequest) -> dict[str, Any]:
     runs = [run.model_dump() for run in body.runs]
-    return service.submit_batch(runs, body.metadata)
+    return service.submit_batch(runs, body.metadata, body.webhook)
 
 
 @router.get("/{batch_id}", response_model=BatchStatus)
