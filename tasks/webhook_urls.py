@@ -74,7 +74,9 @@ def parse_url(url: str) -> httpx.URL:
 def address_problem(address: IPAddress) -> str | None:
     """Why `address` is no place for a webhook (loopback, private, ...), or None if public."""
     if isinstance(address, ipaddress.IPv6Address):
-        inner = address.ipv4_mapped or address.sixtofour
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
+            return address_problem(address.ipv4_mapped)
+        inner = address.sixtofour  # other ways an IPv6 address carries an IPv4 one
         if inner is None and address in NAT64:
             inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if inner is None and address.teredo is not None:
