@@ -8,6 +8,7 @@ seconds. Every URL here is loopback (RUNCAST_WEBHOOK_ALLOW_PRIVATE=true).
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import sys
@@ -109,7 +110,7 @@ def test_500_twice_then_200_is_delivered_on_the_third_attempt(world):
     assert {k: v for k, v in done.items() if k not in ("stream_token", "webhook_status")} == {
         k: v for k, v in data.items() if k != "webhook_status"}
     # growing pauses: about 0.25 s, then about 1.5 s (the contract's 5 s and 30 s, scaled)
-    first, second = (b.at - a.at for a, b in zip(requests, requests[1:], strict=False))
+    first, second = (b.at - a.at for a, b in itertools.pairwise(requests))
     assert 5 * BACKOFF * 0.9 <= first < 30 * BACKOFF, (first, second)
     assert 30 * BACKOFF * 0.9 <= second < 120 * BACKOFF, (first, second)
 
