@@ -359,8 +359,10 @@ def batch_status(batch_id: str) -> dict[str, Any]:
         status = status or "expired"
         counts[status] = counts.get(status, 0) + 1
     done = all(s in TERMINAL or s == "expired" for s in counts)
-    return {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done,
-            "webhook": batch.get("webhook"), "webhook_status": batch.get("webhook_status")}
+    status = {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+    if batch.get("webhook"):  # only a batch with a webhook shows these
+        status.update(webhook=batch["webhook"], webhook_status=batch.get("webhook_status"))
+    return status
 
 
 def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:
