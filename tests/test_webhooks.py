@@ -291,3 +291,41 @@ def test_embedded_mode_delivers_too():
     assert_signed_and_same(batch_requests)
     assert batch_requests[0].message["type"] == "batch.done"
     assert batch_requests[0].message["data"]["counts"] == {"succeeded": 2}
+
+
+def test_a_run_failed_by_the_reaper_gets_its_webhook():
+    """worker_lost is written by another worker's reaper: that path turns the run terminal too."""
+    state = World(worker_env={**WORKER_ENV, "RUNCAST_MAX_ATTEMPTS": "1"})
+    try:
+        lost = state.start_worker("lost")
+        with Receiver(then=200) as hook:
+            run = submit(state.http, "block", {"seconds": 120}, webhook=hook.url)
+            eventually(lambda: get_run(state.http, run["run_id"])["status"] == "running",
+                       timeout=HANG_GUARD_S, what="the run to start")
+            lost.kill(signal.SIGKILL)
+            state.workers.remove(lost)
+            state.start_worker("reaper")
+            done = eventually(
+                lambda: (r := get_run(state.http, run["run_id"]))["webhook_status"]["state"]
+                != "pending" and r, timeout=90, interval=0.2, what="the lost run's webhook")
+            requests = hook.requests()
+        assert done["status"] == "failed" and done["error"]["code"] == "worker_lost"
+        assert done["webhook_status"]["state"] == "delivered"
+        assert len(requests) == 1
+        assert_signed_and_same(requests)
+        assert requests[0].message["type"] == "run.failed"
+        assert requests[0].message["data"]["error"]["code"] == "worker_lost"
+    finally:
+        state.close()
+
+
+def test_an_idempotent_repeat_must_name_the_same_webhook(world):
+    with Receiver(then=200) as first, Receiver(then=200) as second:
+        body = {"agent": "echo", "input": {}, "idempotency_key": f"hook-{time.time_ns()}"}
+        run = submit(world.http, **body, webhook=first.url)
+        again = world.http.post("/runs", json={**body, "webhook": first.url})
+        assert again.status_code == 202 and again.json()["run_id"] == run["run_id"]
+        other = world.http.post("/runs", json={**body, "webhook": second.url})
+        assert other.status_code == 409, other.text
+        settled(world.http, f"/runs/{run['run_id']}")
+        assert len(first.requests()) == 1 and second.requests() == []
