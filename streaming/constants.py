@@ -66,5 +66,6 @@ WEBHOOK_BACKOFF_S = (5.0, 30.0, 120.0, 600.0, 3_600.0)  # pauses after attempt 1
 WEBHOOK_RESOLVE_TIMEOUT_S = 5.0  # DNS lookup of a webhook's host at submit
 WEBHOOK_LEASE_MARGIN_S = 5.0  # a claimed message is due again after its attempt's limit + this
 WEBHOOK_POLL_INTERVAL_S = 0.25  # how often a worker looks for due messages
-WEBHOOK_MAX_IN_FLIGHT = 32  # attempts one worker has under way at once
+WEBHOOK_MAX_IN_FLIGHT = 256  # attempts one worker has under way at once
+WEBHOOK_THREADS = 32  # threads of a worker's delivery loop for DNS lookups and store calls
 WEBHOOK_MAX_URL_CHARS = 2_048

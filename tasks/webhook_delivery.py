@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -23,6 +24,7 @@ from streaming.constants import (
     WEBHOOK_LEASE_MARGIN_S,
     WEBHOOK_MAX_IN_FLIGHT,
     WEBHOOK_POLL_INTERVAL_S,
+    WEBHOOK_THREADS,
 )
 from streaming.events import utc_now_iso
 from tasks.errors import RunNotFound
@@ -92,6 +94,9 @@ class WebhookDelivery(threading.Thread):
         self.stopping.set()
 
     async def _main(self) -> None:
+        # its own threads: slow DNS lookups must not hold up other deliveries' store calls
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(WEBHOOK_THREADS, thread_name_prefix="runcast-webhooks"))
         in_flight: set[asyncio.Task] = set()
         failures = 0
         while not self.stopping.is_set():
