@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     default_timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     cancel_grace: float = Field(DEFAULT_CANCEL_GRACE_S, ge=0)
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
-    webhook_secret: str | None = None  # whsec_<base64>: signs webhooks; unset, none are taken
+    webhook_secret: str | None = Field(None, repr=False)  # whsec_<base64>; unset, no webhooks
     webhook_max_attempts: int = Field(DEFAULT_WEBHOOK_MAX_ATTEMPTS, ge=1)
     webhook_allow_private: bool = False
     webhook_backoff: float = Field(1.0, gt=0)  # scales the pauses between attempts (tests)
