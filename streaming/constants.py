@@ -55,3 +55,17 @@ MAX_WAIT_S = 300  # longest GET /runs/{id}/wait
 MAX_BATCH_RUNS = 10_000
 MAX_INPUT_DEPTH = 100  # nesting levels (arrays, objects) of a run's input or metadata
 MAX_OUTPUT_DEPTH = 200  # ... of its output: the API's JSON serializer gives up at about 250
+
+# Webhooks (tasks.webhooks, tasks.webhook_store, tasks.webhook_delivery).
+WEBHOOKS_DUE_KEY = KEY_PREFIX + "webhooks-due"  # zset: "run:<id>"/"batch:<id>" scored by due time
+WEBHOOK_MESSAGE_KEY = KEY_PREFIX + "webhook:{member}"  # hash: id, url, body, status of a message
+WEBHOOK_MESSAGE_TTL_S = 7 * 86_400  # a message being retried is kept this long (1 week)
+DEFAULT_WEBHOOK_MAX_ATTEMPTS = 8
+WEBHOOK_TIMEOUT_S = 10.0  # one attempt: a receiver silent this long has failed it
+WEBHOOK_BACKOFF_S = (5.0, 30.0, 120.0, 600.0, 3_600.0)  # pauses after attempt 1, 2, ...; then hourly
+WEBHOOK_RESOLVE_TIMEOUT_S = 5.0  # DNS lookup of a webhook's host at submit
+WEBHOOK_LEASE_MARGIN_S = 5.0  # a claimed message is due again after its attempt's limit + this
+WEBHOOK_POLL_INTERVAL_S = 0.25  # how often a worker looks for due messages
+WEBHOOK_MAX_IN_FLIGHT = 256  # attempts one worker has under way at once
+WEBHOOK_THREADS = 32  # threads of a worker's delivery loop for DNS lookups and store calls
+WEBHOOK_MAX_URL_CHARS = 2_048

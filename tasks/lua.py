@@ -4,7 +4,7 @@ A terminal event is appended to the run's stream by the same script that writes 
 status, so the event is in the log no later than the status, and a run never gets two.
 """
 
-from streaming.constants import BATCH_KEY, BATCH_RUNS_KEY
+from streaming.constants import BATCH_KEY, BATCH_RUNS_KEY, WEBHOOKS_DUE_KEY
 
 # Count a run of a batch as ended; once all have, the batch's keys expire like its runs (they were
 # made to outlive an unfinished run). Called where a run turns terminal. KEYS: the run.
@@ -21,6 +21,30 @@ local function end_in_batch(run, ttl)
   end
 end
 """.format(batch=BATCH_KEY.format(batch_id=""), batch_runs=BATCH_RUNS_KEY.format(batch_id=""))
+
+# Make the webhook of a run that just turned terminal due now, and its batch's once every run of
+# the batch has ended (after end_in_batch counted it). Called in the same script as the terminal
+# status, so no delivery is lost if a process dies right after (tasks/webhook_store.py).
+WEBHOOK_DUE = """
+local function webhook_due(run, run_id)
+  local function now()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  local hook = redis.call('HGET', run, 'webhook')
+  if hook and hook ~= 'null' then redis.call('ZADD', '{due}', 'NX', now(), 'run:' .. run_id) end
+  local id = redis.call('HGET', run, 'batch_id')
+  if not id or id == 'null' then return end
+  id = cjson.decode(id)
+  local batch = '{batch}' .. id
+  hook = redis.call('HGET', batch, 'webhook')
+  if not hook or hook == 'null' then return end
+  local total = tonumber(redis.call('HGET', batch, 'total') or '0')
+  if tonumber(redis.call('HGET', batch, 'ended') or '0') >= total then
+    redis.call('ZADD', '{due}', 'NX', now(), 'batch:' .. id)
+  end
+end
+""".format(due=WEBHOOKS_DUE_KEY, batch=BATCH_KEY.format(batch_id=""))
 
 # Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
 ADD_EVENT = """
@@ -66,7 +90,7 @@ return out
 
 # KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
 # any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
-FINISH = ADD_EVENT + END_IN_BATCH + """
+FINISH = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -79,12 +103,13 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[9])
 end_in_batch(KEYS[1], ARGV[6])
+webhook_due(KEYS[1], ARGV[9])
 return {'ok', tostring(seq)}
 """
 
 # KEYS: run, stream, running, queued. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason
 # (JSON), finished_at (JSON), cancel channel, cancel message.
-CANCEL = ADD_EVENT + END_IN_BATCH + """
+CANCEL = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -96,6 +121,7 @@ if st == 'queued' then
   redis.call('ZREM', KEYS[3], ARGV[6])
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[6]) end
   end_in_batch(KEYS[1], ARGV[3])
+  webhook_due(KEYS[1], ARGV[6])
   return {'cancelled', st}
 end
 redis.call('PUBLISH', ARGV[9], ARGV[10])

@@ -12,6 +12,7 @@ from streaming.backends.memory import MemoryEventBackend
 from streaming.events import Event
 from tasks.settings import Settings
 from tasks.store import TERMINAL, Outcome, RunStore, decode_record
+from tasks.webhook_store import MemoryWebhookQueue
 
 
 class MemoryRunStore(RunStore):
@@ -28,6 +29,7 @@ class MemoryRunStore(RunStore):
         self._running: dict[str, float] = {}
         self._changed = threading.Condition(threading.RLock())
         self.on_cancel: Callable[[str, str | None], None] | None = None
+        self.webhooks = MemoryWebhookQueue(self)  # due webhook deliveries (tasks.webhook_store)
 
     def _add_event(self, run_id: str, parts: tuple[str, str]) -> int:
         seq = self.events.last_seq(run_id) + 1
@@ -138,6 +140,7 @@ class MemoryRunStore(RunStore):
         run.update(fields, status=status, expires_at=time.monotonic() + self.ttl_s)
         self._running.pop(run_id, None)
         self.events.expire(run_id, self.ttl_s)
+        self.webhooks.run_ended(run_id, run)
         self._changed.notify_all()
 
     def cancel(self, run_id, reason, cancelled, finished_at):
