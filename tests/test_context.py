@@ -29,7 +29,7 @@ METHODS = [
     ("emit_update", "sync_emit_update", ("Searching...",), {"content": {"q": 1}}, "update",
      {"text": "Searching...", "content": {"q": 1}}),
     ("emit_update", "sync_emit_update", ("plain",), {}, "update",
-     {"text": "plain", "content": None}),
+     {"text": "plain", "content": {}}),
     ("checkpoint", "sync_checkpoint", ("state", {"n": 2}), {}, "checkpoint",
      {"name": "state", "data": {"n": 2}}),
     ("emit_token", "sync_emit_token", ("Hello ",), {}, "token",
