@@ -32,6 +32,7 @@ try:
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import AIMessage
     from langgraph.config import get_stream_writer
+    from langgraph.constants import TAG_NOSTREAM
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the extra
     raise ImportError(
         "streaming.integrations.langgraph needs LangGraph and langchain-core: "
@@ -195,8 +196,10 @@ class _Observer(BaseCallbackHandler):
             return queue.popleft() if queue else (None, [])
 
     # -- chat-model tokens ----------------------------------------------------------------------
-    def on_chat_model_start(self, serialized, messages, *, run_id, **kwargs) -> None:
-        self.chat_runs.add(run_id)
+    def on_chat_model_start(self, serialized, messages, *, run_id, tags=None,
+                            **kwargs) -> None:
+        if not tags or TAG_NOSTREAM not in tags:  # LangGraph's own opt-out of streaming
+            self.chat_runs.add(run_id)
 
     def on_llm_start(self, serialized, prompts, *, run_id, **kwargs) -> None:
         return None  # a plain LLM (not a chat model): its text is no message
@@ -213,6 +216,8 @@ class _Observer(BaseCallbackHandler):
             self.ctx.sync_emit_token(text, reason)
 
     def on_llm_end(self, response, *, run_id, **kwargs) -> None:
+        if run_id not in self.chat_runs:
+            return
         self.chat_runs.discard(run_id)
         if run_id in self.streamed:
             self.streamed.discard(run_id)
@@ -302,7 +307,7 @@ async def stream_graph(graph: Any, graph_input: Any, context: StreamContext | No
         ctx.on_cancel(cancel_graph)
     state: Any = None
     try:
-        with current_context(ctx if ctx is not None else get_current_context()):
+        with current_context(ctx):
             stream = graph.astream(graph_input, run_config,
                                    stream_mode=[*STREAM_MODES, "values"])
             async with aclosing(stream):
