@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint redis-server clean
+.PHONY: install demo test bench lint redis-server chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ redis-server:
 	  echo "installing redis-server"; \
 	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null; }
 
-demo: install
-	$(VENV)/bin/runcast demo
+# The web UI's browser tests drive Debian's Chromium headless through its chromedriver.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null; }
 
-test: install redis-server
+demo: install
+	$(VENV)/bin/runcast demo $(DEMO_ARGS)
+
+test: install redis-server chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install redis-server

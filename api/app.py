@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from api.limits import BodyLimitMiddleware
-from api.routes import batches, runs, system
+from api.routes import batches, runs, system, ui
 from api.routes import metrics as metrics_routes
 from streaming.errors import EventStoreUnavailable
 from tasks import runtime as runtime_module
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_input_bytes)
-    for router in (runs.router, batches.router, system.router):
+    for router in (runs.router, batches.router, system.router, ui.router):
         app.include_router(router)
     app.include_router(metrics_routes.router)
 

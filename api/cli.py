@@ -53,6 +53,25 @@ def _show(model) -> None:
     console.print_json(model.model_dump_json())
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"runcast {version('runcast')}", highlight=False)
+        except PackageNotFoundError:  # a source tree that was never installed
+            console.print("runcast (not installed: no version)", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
+    pass
+
+
 @app.command()
 def dev(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and worker in one process, embedded (no Redis): for development."""
@@ -80,11 +99,15 @@ def worker(ctx: typer.Context) -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep_open: Annotated[bool, typer.Option(
+        "--keep-open", help="keep the service (and its web UI) up after the demo, until Ctrl-C",
+    )] = False,
+) -> None:
     """Start the embedded service and drive the demo agents over HTTP."""
     from api.demo import run_demo
 
-    raise typer.Exit(run_demo(console))
+    raise typer.Exit(run_demo(console, keep_open=keep_open))
 
 
 @app.command()

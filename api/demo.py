@@ -28,7 +28,17 @@ def _follow(client: Client, console: Console, title: str, agent: str, payload: d
     return run.status
 
 
-def run_demo(console: Console | None = None) -> int:
+def _hold(console: Console, url: str) -> None:
+    console.print(f"the service stays up: watch the runs at [bold]{url}/ui[/bold]; "
+                  "Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+def run_demo(console: Console | None = None, keep_open: bool = False) -> int:
     console = console or Console()
     # The failing agent fails on purpose: keep its traceback out of the demo's screen.
     logging.getLogger("tasks").setLevel(logging.CRITICAL)
@@ -37,6 +47,9 @@ def run_demo(console: Console | None = None) -> int:
     with EmbeddedServer() as url, Client(url) as client:
         console.print(f"service at {url}, agents: "
                       + ", ".join(a.name for a in client.agents().agents))
+        console.print(f"web UI: [bold]{url}/ui[/bold] (open it to watch the runs live"
+                      + ("" if keep_open else "; `runcast demo --keep-open` keeps it up after")
+                      + ")")
         _follow(client, console, "A countdown", "countdown", {"steps": 8, "delay": 0.15}, rows)
         text = "runcast streams every token of an agent run to whoever subscribes, from the start"
         _follow(client, console, "A token stream", "tokens", {"text": text, "delay": 0.03}, rows)
@@ -61,6 +74,7 @@ def run_demo(console: Console | None = None) -> int:
         console.print(Rule("[bold]A batch of 20[/bold] (echo)"))
         began = time.monotonic()
         batch = client.submit_batch([{"agent": "echo", "input": {"n": i}} for i in range(20)])
+        console.print(f"[dim]{url}/ui/batches/{batch.batch_id}[/dim]")
         with Progress(console=console) as progress:
             bar = progress.add_task("batch", total=batch.total)
             while True:
@@ -73,7 +87,14 @@ def run_demo(console: Console | None = None) -> int:
         rows.append(("A batch of 20", "echo", ", ".join(f"{n} {s}" for s, n in
                                                          status.counts.items()),
                      batch.total, time.monotonic() - began))
+        if keep_open:
+            code = _summary(console, rows)
+            _hold(console, url)
+            return code
+    return _summary(console, rows)
 
+
+def _summary(console: Console, rows: list) -> int:
     table = Table(title="runcast demo summary")
     for column in ("what", "agent", "status", "events / runs", "seconds"):
         table.add_column(column)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streaming.constants import MAX_BATCH_RUNS
+from streaming.constants import MAX_BATCH_RUNS, WEBHOOK_MAX_URL_CHARS
 from streaming.events import Event
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -39,6 +39,7 @@ class RunRequest(_Request):
     timeout: float | None = Field(default=None, gt=0, le=MAX_RUN_TIMEOUT_S)
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = Field(default=None, max_length=MAX_IDEMPOTENCY_KEY_CHARS)
+    webhook: str | None = Field(default=None, max_length=WEBHOOK_MAX_URL_CHARS)
 
 
 class CancelRequest(_Request):
@@ -48,6 +49,7 @@ class CancelRequest(_Request):
 class BatchRequest(_Request):
     runs: list[RunRequest] = Field(min_length=1, max_length=MAX_BATCH_RUNS)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: str | None = Field(default=None, max_length=WEBHOOK_MAX_URL_CHARS)
 
 
 # Responses
@@ -63,6 +65,13 @@ class RunProgress(_Response):
     step: str | None = None
     progress: float | None = None
     message: str | None = None
+
+
+class WebhookStatus(_Response):
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
 
 
 class Run(_Response):
@@ -82,6 +91,8 @@ class Run(_Response):
     batch_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     stream_token: str | None = None
+    webhook: str | None = None
+    webhook_status: WebhookStatus | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -110,6 +121,8 @@ class BatchStatus(_Response):
     total: int
     counts: dict[str, int]
     done: bool
+    webhook: str | None = None
+    webhook_status: WebhookStatus | None = None
 
 
 class AgentInfo(_Response):

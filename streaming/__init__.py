@@ -32,12 +32,14 @@ from streaming.events import (
     UpdateEvent,
 )
 from streaming.filters import EventsFilter
+from streaming.streaming_backend import QueueBackend, StreamingBackend
 
 __all__ = [
     "CancelledEvent", "CheckpointEvent", "CompleteEvent", "CustomEvent", "ErrorEvent", "Event",
     "EventBackend", "EventStoreUnavailable", "EventsFilter", "HeartbeatEvent",
-    "IntermittentUpdateEvent", "MemoryEventBackend", "ProgressEvent", "RedisEventBackend",
-    "RunCancelled", "RuncastError", "StartedEvent", "StepEvent", "StreamContext",
+    "IntermittentUpdateEvent", "MemoryEventBackend", "ProgressEvent", "QueueBackend",
+    "RedisEventBackend", "RunCancelled", "RuncastError", "StartedEvent", "StepEvent",
+    "StreamContext", "StreamingBackend",
     "TextDeltaEvent", "TokenEvent", "UpdateEvent", "capture_events", "current_context", "emit",
     "emit_update", "get_current_context", "reset_current_context", "set_current_context",
 ]

@@ -45,6 +45,7 @@ UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (
 # for messages lost with a dropped pub/sub connection, not the delivery path).
 SUBSCRIBE_RESYNC_S = 5.0
 READ_POOL_CONNECTIONS = 32  # async read connections per event loop (the API), shared by subscribers
+FIND_PAGE_EVENTS = 500  # events per XREVRANGE page when looking back for one (last_checkpoint)
 READ_POOL_WAIT_S = 30.0  # how long a read waits for a free connection before it fails
 
 # Runs.
@@ -71,3 +72,17 @@ RUN_QUEUE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 
 # Flower (tasks.monitor): how much of a run's input its task shows as arguments.
 TASK_INPUT_PREVIEW_CHARS = 200
+
+# Webhooks (tasks.webhooks, tasks.webhook_store, tasks.webhook_delivery).
+WEBHOOKS_DUE_KEY = KEY_PREFIX + "webhooks-due"  # zset: "run:<id>"/"batch:<id>" scored by due time
+WEBHOOK_MESSAGE_KEY = KEY_PREFIX + "webhook:{member}"  # hash: id, url, body, status of a message
+WEBHOOK_MESSAGE_TTL_S = 7 * 86_400  # a message being retried is kept this long (1 week)
+DEFAULT_WEBHOOK_MAX_ATTEMPTS = 8
+WEBHOOK_TIMEOUT_S = 10.0  # one attempt: a receiver silent this long has failed it
+WEBHOOK_BACKOFF_S = (5.0, 30.0, 120.0, 600.0, 3_600.0)  # pauses after attempt 1, 2, ...; then hourly
+WEBHOOK_RESOLVE_TIMEOUT_S = 5.0  # DNS lookup of a webhook's host at submit
+WEBHOOK_LEASE_MARGIN_S = 5.0  # a claimed message is due again after its attempt's limit + this
+WEBHOOK_POLL_INTERVAL_S = 0.25  # how often a worker looks for due messages
+WEBHOOK_MAX_IN_FLIGHT = 256  # attempts one worker has under way at once
+WEBHOOK_THREADS = 32  # threads of a worker's delivery loop for DNS lookups and store calls
+WEBHOOK_MAX_URL_CHARS = 2_048

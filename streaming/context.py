@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,11 @@ from streaming.filters import EventsFilter
 
 if TYPE_CHECKING:
     from streaming.backends.base import EventBackend
+    from streaming.streaming_backend import StreamingBackend
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
 
 _current: contextvars.ContextVar[StreamContext | None] = contextvars.ContextVar(
     "runcast_stream_context", default=None
@@ -48,6 +54,7 @@ class StreamContext:
         queue_mode: bool | None = None,
         start_seq: int | None = None,
         allow_terminal: bool = True,
+        streaming_backend: StreamingBackend | None = None,
     ) -> None:
         self._run_id = run_id
         self._backend = backend
@@ -59,6 +66,9 @@ class StreamContext:
         if start_seq is None:
             start_seq = 0 if self._queue_mode else backend.last_seq(run_id)
         self._seq = start_seq
+        self._start_seq = start_seq  # the log up to here is earlier attempts' (last_checkpoint)
+        self._last_checkpoint: Any = _UNSET
+        self._streaming = streaming_backend
         self._head = envelope_head(run_id)
         self._queue: list[Event] = []
         self._lock = threading.Lock()  # seq and append order; may wait on backpressure
@@ -96,6 +106,28 @@ class StreamContext:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    @property
+    def streaming_backend(self) -> StreamingBackend | None:
+        """Offered every event first (see "Framework-native streaming"); settable."""
+        return self._streaming
+
+    @streaming_backend.setter
+    def streaming_backend(self, backend: StreamingBackend | None) -> None:
+        with self._lock:
+            self._streaming = backend
+
+    @property
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """On a retry, `{"name", "data"}` of the last checkpoint an earlier attempt emitted."""
+        if self._last_checkpoint is _UNSET:
+            found = None
+            if self._attempt > 1 and self._backend is not None and self._start_seq > 0:
+                event = self._backend.find_last(self._run_id, "checkpoint", self._start_seq)
+                if event is not None:
+                    found = {"name": event.data.get("name"), "data": event.data.get("data")}
+            self._last_checkpoint = found
+        return self._last_checkpoint
 
     # -- cancellation -----------------------------------------------------------------------
     def request_cancel(self, reason: str | None = None) -> None:
@@ -147,11 +179,30 @@ class StreamContext:
         with self._lock:
             self._seq += 1
             event = Event.build(self._run_id, self._seq, event_type, data_json, data, self._head)
-            if self._queue_mode:
+            accepted = self._streaming is not None and self._offer(event)
+            if not self._queue_mode:
+                self._backend.append(event)  # the log is complete whatever the offer did
+            elif not accepted:
                 self._queue.append(event)
-            else:
-                self._backend.append(event)
         return event
+
+    def _offer(self, event: Event) -> bool:
+        """Offer `event` to the streaming backend: True when it took it."""
+        backend = self._streaming
+        try:
+            return bool(backend.is_available() and backend.emit(event))
+        except Exception:  # a failing streaming backend never fails the agent
+            log.warning("streaming backend %s failed on event %s of run %s; treated as "
+                        "unavailable", getattr(backend, "name", backend), event.seq,
+                        self._run_id, exc_info=True)
+            return False
+
+    def _requeue(self, event: Event) -> None:
+        """Queue (queue mode) an event of this run the streaming backend accepted earlier and
+        that came back (LangGraph's custom stream): it is then queued once, where it belongs."""
+        if self._queue_mode:
+            with self._lock:
+                self._queue.append(event)
 
     def _emit_payload(self, payload: _Payload, *, runtime: bool = False) -> Event | None:
         return self._emit(payload.event_type(), payload.event_data(), runtime=runtime)
@@ -178,7 +229,7 @@ class StreamContext:
         return self._emit("progress", {"step": step, "progress": progress, "message": message})
 
     def sync_emit_update(self, text: str, content: dict[str, Any] | None = None) -> Event | None:
-        return self._emit("update", {"text": text, "content": content})
+        return self._emit("update", {"text": text, "content": {} if content is None else content})
 
     def sync_checkpoint(self, name: str, data: Any = None) -> Event | None:
         return self._emit("checkpoint", {"name": name, "data": data})

@@ -215,6 +215,12 @@ class UpdateEvent(_Payload):
     text: str
     content: dict[str, Any] | None = None
 
+    def event_data(self) -> dict[str, Any]:
+        data = self.model_dump()
+        if data["content"] is None:
+            data["content"] = {}  # an object, never null
+        return data
+
 
 class TokenEvent(_Payload):
     type: ClassVar[str] = "token"
@@ -279,6 +285,8 @@ class IntermittentUpdateEvent(_Payload):
     type: ClassVar[str] = "update"
     text: str
     content: dict[str, Any] | None = None
+
+    event_data = UpdateEvent.event_data
 
 
 class TextDeltaEvent(_Payload):

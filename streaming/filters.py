@@ -15,7 +15,8 @@ PRESETS: dict[str, frozenset[str] | None] = {
 
 
 class EventsFilter:
-    """`EventsFilter("chat")`, `EventsFilter("token,custom")` or `EventsFilter(["progress"])`.
+    """`EventsFilter("chat")`, `EventsFilter("token,custom")` or `EventsFilter(["progress"])`;
+    `EventsFilter([])` is `minimal`.
 
     Mandatory events (started, complete, error, cancelled) always pass. Raises ValueError for a
     name that is neither a preset, an event type, `custom` nor `custom:NAME`.
@@ -28,7 +29,12 @@ class EventsFilter:
             allowed = allowed.spec
         if allowed is None:
             allowed = "all"
-        names = allowed.split(",") if isinstance(allowed, str) else list(allowed)
+        if isinstance(allowed, str):
+            names = allowed.split(",")
+        else:
+            names = list(allowed)
+            if not names:
+                names = ["minimal"]  # an empty allow-list: mandatory events only
         names = [n.strip() for n in names if isinstance(n, str) and n.strip()]
         if not names:
             raise ValueError("an events filter needs at least one name")

@@ -123,3 +123,18 @@ def _stop_reaper(**_kwargs) -> None:
     from tasks.worker import stop_reaper
 
     stop_reaper()
+
+
+@signals.worker_ready.connect
+def _start_webhooks(**_kwargs) -> None:
+    from tasks.runtime import runtime
+    from tasks.webhook_delivery import start_delivery
+
+    start_delivery(runtime())
+
+
+@signals.worker_shutdown.connect
+def _stop_webhooks(**_kwargs) -> None:
+    from tasks.webhook_delivery import stop_delivery
+
+    stop_delivery()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
+import itertools
 import time
 from typing import Any
 
@@ -102,3 +105,52 @@ def chatty(payload: dict, context: StreamContext) -> dict:
     for i in range(n):
         context.sync_emit_token(f"t{i} ")
     return {"n": n}
+
+
+# -- `graph`: only with the extra runcast[langgraph] ------------------------------------------
+GRAPH_REPLY = "A two-node LangGraph graph answered, and its chat model streamed this word by word."
+
+
+def _has_langgraph() -> bool:
+    return all(importlib.util.find_spec(name) is not None
+               for name in ("langgraph", "langchain_core"))
+
+
+@functools.cache
+def _demo_graph() -> Any:
+    """prepare -> answer; the chat model is langchain-core's fake one (a fixed reply)."""
+    from typing import TypedDict
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        question: str
+        prompt: str
+        answer: str
+
+    model = GenericFakeChatModel(messages=itertools.repeat(GRAPH_REPLY))
+
+    def prepare(state: State) -> dict:
+        return {"prompt": f"Answer in one sentence: {state.get('question', '')}"}
+
+    async def answer(state: State) -> dict:
+        message = await model.ainvoke(state["prompt"])
+        return {"answer": message.content}
+
+    builder = StateGraph(State).add_node("prepare", prepare).add_node("answer", answer)
+    return builder.add_edge(START, "prepare").add_edge("prepare", "answer").add_edge(
+        "answer", END).compile()
+
+
+if _has_langgraph():
+
+    @agent("graph", description="A two-node LangGraph graph whose fake chat model streams tokens")
+    async def graph(payload: dict, context: StreamContext) -> dict:
+        from streaming.integrations.langgraph import stream_graph
+
+        question = payload.get("question", "") if isinstance(payload, dict) else ""
+        if not isinstance(question, str):
+            raise ValueError("question must be a string")  # noqa: TRY004 - a bad input value
+        state = await stream_graph(_demo_graph(), {"question": question}, context)
+        return {"answer": state["answer"]}

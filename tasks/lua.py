@@ -13,6 +13,7 @@ from streaming.constants import (
     METRICS_RUN_QUEUE_KEY,
     RUN_DURATION_BUCKETS_S,
     RUN_QUEUE_BUCKETS_S,
+    WEBHOOKS_DUE_KEY,
 )
 
 # Count a run of a batch as ended; once all have, the batch's keys expire like its runs (they were
@@ -90,6 +91,30 @@ end
     "{duration_bounds}", _lua_bounds(RUN_DURATION_BUCKETS_S)).replace(
     "{finished}", METRICS_FINISHED_KEY).replace("{events}", METRICS_EVENTS_KEY)
 
+# Make the webhook of a run that just turned terminal due now, and its batch's once every run of
+# the batch has ended (after end_in_batch counted it). Called in the same script as the terminal
+# status, so no delivery is lost if a process dies right after (tasks/webhook_store.py).
+WEBHOOK_DUE = """
+local function webhook_due(run, run_id)
+  local function now()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  local hook = redis.call('HGET', run, 'webhook')
+  if hook and hook ~= 'null' then redis.call('ZADD', '{due}', 'NX', now(), 'run:' .. run_id) end
+  local id = redis.call('HGET', run, 'batch_id')
+  if not id or id == 'null' then return end
+  id = cjson.decode(id)
+  local batch = '{batch}' .. id
+  hook = redis.call('HGET', batch, 'webhook')
+  if not hook or hook == 'null' then return end
+  local total = tonumber(redis.call('HGET', batch, 'total') or '0')
+  if tonumber(redis.call('HGET', batch, 'ended') or '0') >= total then
+    redis.call('ZADD', '{due}', 'NX', now(), 'batch:' .. id)
+  end
+end
+""".format(due=WEBHOOKS_DUE_KEY, batch=BATCH_KEY.format(batch_id=""))
+
 # Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
 ADD_EVENT = """
 local function add_event(stream, channel, maxlen, ttl, prefix, suffix)
@@ -135,7 +160,7 @@ return out
 
 # KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
 # any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
-FINISH = ADD_EVENT + END_IN_BATCH + METRICS + """
+FINISH = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -149,12 +174,13 @@ metrics_ended(KEYS[1], ARGV[3], seq)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[9])
 end_in_batch(KEYS[1], ARGV[6])
+webhook_due(KEYS[1], ARGV[9])
 return {'ok', tostring(seq)}
 """
 
 # KEYS: run, stream, running, queued. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason
 # (JSON), finished_at (JSON), cancel channel, cancel message.
-CANCEL = ADD_EVENT + END_IN_BATCH + METRICS + """
+CANCEL = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -167,6 +193,7 @@ if st == 'queued' then
   redis.call('ZREM', KEYS[3], ARGV[6])
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[6]) end
   end_in_batch(KEYS[1], ARGV[3])
+  webhook_due(KEYS[1], ARGV[6])
   return {'cancelled', st}
 end
 redis.call('PUBLISH', ARGV[9], ARGV[10])

@@ -13,6 +13,7 @@ from streaming.events import Event
 from tasks.metrics import MemoryMetrics, MetricsSnapshot
 from tasks.settings import Settings
 from tasks.store import TERMINAL, Outcome, RunStore, decode_record
+from tasks.webhook_store import MemoryWebhookQueue
 
 
 class MemoryRunStore(RunStore):
@@ -30,6 +31,7 @@ class MemoryRunStore(RunStore):
         self._changed = threading.Condition(threading.RLock())
         self.on_cancel: Callable[[str, str | None], None] | None = None
         self.metrics_counters = MemoryMetrics()
+        self.webhooks = MemoryWebhookQueue(self)  # due webhook deliveries (tasks.webhook_store)
 
     def _add_event(self, run_id: str, parts: tuple[str, str]) -> int:
         seq = self.events.last_seq(run_id) + 1
@@ -149,6 +151,7 @@ class MemoryRunStore(RunStore):
         run.update(fields, status=status, expires_at=time.monotonic() + self.ttl_s)
         self._running.pop(run_id, None)
         self.events.expire(run_id, self.ttl_s)
+        self.webhooks.run_ended(run_id, run)
         self._changed.notify_all()
 
     def cancel(self, run_id, reason, cancelled, finished_at):

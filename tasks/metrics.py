@@ -157,6 +157,13 @@ class MemoryMetrics:
             )
 
 
+def delivery_outcome(status: dict[str, Any], pause_s: float | None) -> str | None:
+    """A webhook attempt's outcome from the status it left (tasks.webhook_store.record):
+    retried while another attempt is due, else delivered or failed."""
+    outcome = "retried" if pause_s is not None else status.get("state")
+    return outcome if outcome in WEBHOOK_OUTCOMES else None
+
+
 def webhook_delivery_command(pipe: Any, outcome: str) -> None:
     """Queue the count of one webhook delivery on a Redis pipeline the caller executes anyway
     (`outcome`: delivered, retried or failed)."""

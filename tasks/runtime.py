@@ -75,6 +75,10 @@ class Runtime:
                 loglevel="WARNING", shutdown_timeout=10, hostname=f"embedded@{os.getpid()}",
             ))
             self._embedded = stack
+        from tasks.webhook_delivery import start_delivery, stop_delivery
+
+        start_delivery(self)
+        stack.callback(stop_delivery)
 
     def stop_embedded_worker(self) -> None:
         with self._worker_lock:

@@ -29,6 +29,8 @@ from tasks.errors import (
 from tasks.monitor import task_reprs
 from tasks.runtime import runtime
 from tasks.store import STATUSES, TERMINAL, new_record, public
+from tasks.webhook_urls import accept_webhook
+from tasks.webhooks import pending_status
 
 
 def new_id() -> str:
@@ -50,8 +52,23 @@ def json_text(value: Any, what: str) -> str:
     return text
 
 
+def _webhook(url: str | None, checked: set[str] | None = None) -> str | None:
+    """A submitted webhook URL once accepted (tasks.webhook_urls); `checked` (URLs accepted
+    already) spares a batch the same lookup per run."""
+    if url is None or (checked is not None and url in checked):
+        return url
+    settings = runtime().settings
+    accept_webhook(url, signing=settings.webhook_key is not None,
+                   allow_private=settings.webhook_allow_private)
+    if checked is not None:
+        checked.add(url)
+    return url
+
+
 def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
-             idempotency_key: str | None, batch_id: str | None, created_at: str) -> dict[str, str]:
+             idempotency_key: str | None, batch_id: str | None, created_at: str,
+             webhook: str | None = None,
+             checked: set[str] | None = None) -> dict[str, str]:
     settings = runtime().settings
     spec = registry.get_agent(agent)
     if spec is None:
@@ -70,13 +87,15 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     if size > settings.max_input_bytes:
         raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
     limits = [settings.default_timeout] + [t for t in (spec.timeout, timeout) if t]
-    request_hash = hashlib.sha256(
-        dumps([agent, input_json, spec_events.spec, timeout, metadata_json]).encode()
-    ).hexdigest()[:32]
+    webhook = _webhook(webhook, checked)  # last: its DNS lookup is the slow part
+    hashed = [agent, input_json, spec_events.spec, timeout, metadata_json]
+    if webhook is not None:
+        hashed.append(webhook)
+    request_hash = hashlib.sha256(dumps(hashed).encode()).hexdigest()[:32]
     return new_record(
         new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
         metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_at=created_at, queue=spec.queue,
+        request_hash=request_hash, created_at=created_at, queue=spec.queue, webhook=webhook,
     )
 
 
@@ -105,20 +124,20 @@ def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None,
 
 def submit(agent: str, input: Any = None, *, events: Any = None, timeout: float | None = None,
            metadata: dict | None = None, idempotency_key: str | None = None,
-           batch_id: str | None = None) -> str:
+           batch_id: str | None = None, webhook: str | None = None) -> str:
     """Validate, store the run as queued, enqueue it; returns the run id."""
     return submit_run(agent, input, events=events, timeout=timeout, metadata=metadata,
-                      idempotency_key=idempotency_key, batch_id=batch_id)[0]
+                      idempotency_key=idempotency_key, batch_id=batch_id, webhook=webhook)[0]
 
 
 def submit_run(agent: str, input: Any = None, *, events: Any = None,
                timeout: float | None = None, metadata: dict | None = None,
                idempotency_key: str | None = None,
-               batch_id: str | None = None) -> tuple[str, bool]:
+               batch_id: str | None = None, webhook: str | None = None) -> tuple[str, bool]:
     """Like submit; also says whether the run is new (False: an idempotent repeat)."""
     rt = runtime()
     record = _prepare(agent, input, events, timeout, metadata, idempotency_key, batch_id,
-                      utc_now_iso())
+                      utc_now_iso(), webhook)
     run_id = json.loads(record["run_id"])
     request_hash = json.loads(record["request_hash"])
     if idempotency_key is not None:
@@ -141,8 +160,10 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
     return run_id, True
 
 
-def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> dict[str, Any]:
-    """All or nothing: every run is validated before any is stored or enqueued."""
+def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None,
+                 webhook: str | None = None) -> dict[str, Any]:
+    """All or nothing: every run is validated before any is stored or enqueued. `webhook` is
+    told `batch.done` once every run has ended."""
     from tasks.celeryapp import app
 
     if not 1 <= len(runs) <= 10_000:
@@ -151,18 +172,22 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
     batch_id = new_id()
     created_at = utc_now_iso()
     records = []
+    checked: set[str] = set()
     for index, run in enumerate(runs):
         try:
             records.append(_prepare(
                 run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
-                run.get("metadata"), None, batch_id, created_at,
+                run.get("metadata"), None, batch_id, created_at, run.get("webhook"), checked,
             ))
         except (UnknownAgent, InvalidRequest) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
     json_text(metadata or {}, "metadata")
+    webhook = _webhook(webhook, checked)
     run_ids = [json.loads(r["run_id"]) for r in records]
     batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
              "metadata": metadata or {}}
+    if webhook is not None:
+        batch.update(webhook=webhook, webhook_status=pending_status())
     rt.store.create(records, batch)
     try:
         with app.producer_or_acquire() as producer:
@@ -337,7 +362,10 @@ def batch_status(batch_id: str) -> dict[str, Any]:
         status = status or "expired"
         counts[status] = counts.get(status, 0) + 1
     done = all(s in TERMINAL or s == "expired" for s in counts)
-    return {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+    status = {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+    if batch.get("webhook"):  # only a batch with a webhook shows these
+        status.update(webhook=batch["webhook"], webhook_status=batch.get("webhook_status"))
+    return status
 
 
 def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:

@@ -12,15 +12,19 @@ from streaming.constants import (
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_RUN_TTL_S,
     DEFAULT_TIMEOUT_S,
+    DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+    WEBHOOK_TIMEOUT_S,
 )
 from streaming.filters import EventsFilter
+from tasks.webhook_secret import decode_webhook_secret
 
 MEMORY_URL = "memory://"
 DEV_SECRET = "runcast-dev-secret-change-me"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNCAST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RUNCAST_", extra="ignore",
+                                      hide_input_in_errors=True)  # secrets stay out of logs
 
     redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
     broker_url: str | None = None
@@ -34,12 +38,25 @@ class Settings(BaseSettings):
     default_timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     cancel_grace: float = Field(DEFAULT_CANCEL_GRACE_S, ge=0)
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
+    webhook_secret: str | None = Field(None, repr=False)  # whsec_<base64>; unset, no webhooks
+    webhook_max_attempts: int = Field(DEFAULT_WEBHOOK_MAX_ATTEMPTS, ge=1)
+    webhook_allow_private: bool = False
+    webhook_backoff: float = Field(1.0, gt=0)  # scales the pauses between attempts (tests)
+    webhook_timeout: float = Field(WEBHOOK_TIMEOUT_S, gt=0)  # seconds one attempt may take
 
     @field_validator("events")
     @classmethod
     def _known_filter(cls, value: str) -> str:
         EventsFilter(value)  # raises ValueError for an unknown name
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            decode_webhook_secret(value)  # raises ValueError saying what is wrong
+            return value.strip()
+        return None
 
     @model_validator(mode="after")
     def _safe_secret(self) -> Settings:
@@ -53,6 +70,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url.startswith(MEMORY_URL)
+
+    @property
+    def webhook_key(self) -> bytes | None:
+        """The key that signs webhooks, or None while webhooks are off."""
+        return decode_webhook_secret(self.webhook_secret) if self.webhook_secret else None
 
     @property
     def broker(self) -> str:

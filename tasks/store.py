@@ -10,6 +10,7 @@ from typing import Any
 
 from streaming.events import dumps
 from tasks.metrics import MetricsSnapshot
+from tasks.webhooks import pending_status
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -18,6 +19,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 PUBLIC_FIELDS = (
     "run_id", "agent", "status", "created_at", "started_at", "finished_at", "attempt", "input",
     "output", "error", "progress", "last_seq", "cancel_requested", "batch_id", "metadata",
+    "webhook", "webhook_status",
 )
 
 
@@ -48,9 +50,10 @@ def new_record(
     request_hash: str,
     created_at: str,
     queue: str = "default",
+    webhook: str | None = None,
 ) -> dict[str, str]:
     """A queued run's record, every value JSON text except `status`."""
-    return {
+    record = {
         "run_id": dumps(run_id),
         "agent": dumps(agent),
         "queue": dumps(queue),  # where a reaper that does not load the agent requeues it
@@ -75,6 +78,10 @@ def new_record(
         "idempotency_key": dumps(idempotency_key),
         "request_hash": dumps(request_hash),
     }
+    if webhook is not None:  # tasks.webhooks: delivered once the run ends
+        record["webhook"] = dumps(webhook)
+        record["webhook_status"] = dumps(pending_status())
+    return record
 
 
 def decode_record(raw: dict, last_seq: int | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import httpx
 RUN_FIELDS = {
     "run_id", "agent", "status", "created_at", "started_at", "finished_at", "attempt", "input",
     "output", "error", "progress", "last_seq", "cancel_requested", "batch_id", "metadata",
-    "stream_token",
+    "stream_token", "webhook", "webhook_status",
 }
 ENVELOPE_FIELDS = {"run_id", "seq", "type", "ts", "data"}
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}

@@ -29,7 +29,7 @@ METHODS = [
     ("emit_update", "sync_emit_update", ("Searching...",), {"content": {"q": 1}}, "update",
      {"text": "Searching...", "content": {"q": 1}}),
     ("emit_update", "sync_emit_update", ("plain",), {}, "update",
-     {"text": "plain", "content": None}),
+     {"text": "plain", "content": {}}),
     ("checkpoint", "sync_checkpoint", ("state", {"n": 2}), {}, "checkpoint",
      {"name": "state", "data": {"n": 2}}),
     ("emit_token", "sync_emit_token", ("Hello ",), {}, "token",
@@ -385,3 +385,19 @@ def test_many_threads_emitting_into_one_run_get_contiguous_seqs(backend, run_id)
     for n in range(threads):  # each thread's own events in the order it emitted them
         mine = [e.data["i"] for e in events if e.data.get("thread") == n]
         assert mine == list(range(per_thread))
+
+
+async def test_an_update_without_content_has_an_empty_object_every_way_it_is_emitted():
+    from streaming import IntermittentUpdateEvent, UpdateEvent, current_context
+
+    ctx = StreamContext("r", queue_mode=True)
+    ctx.sync_emit_update("a")
+    await ctx.emit_update("b")
+    ctx.sync_emit(UpdateEvent(text="c"))
+    ctx.sync_emit(IntermittentUpdateEvent(text="d"))
+    ctx.sync_emit("update", text="e")
+    with current_context(ctx):
+        emit_update("f")
+        emit("update", text="g", content=None)
+    assert [e.data for e in ctx.drain_queued_events()] == [
+        {"text": t, "content": {}} for t in "abcdefg"]

@@ -14,6 +14,14 @@ import httpx
 import pytest
 import yaml
 
+from tests.install_support import (
+    BUILD_WHEEL,
+    DOCKER_WHEEL_DIR,
+    INSTALL_WHEEL,
+    dockerfile_instructions,
+    dockerfile_pip_commands,
+    fill,
+)
 from tests.redis_server import free_port
 from tests.services import ROOT, Process, service_env, wait_http
 
@@ -76,6 +84,16 @@ def test_dockerfile_installs_the_three_packages():
     assert "USER runcast" in dockerfile
 
 
+def test_dockerfile_installs_as_the_smoke_test_does():
+    # tests/test_install.py builds and installs with these very commands (no extras)
+    assert dockerfile_pip_commands() == [fill(BUILD_WHEEL, DOCKER_WHEEL_DIR),
+                                         fill(INSTALL_WHEEL, DOCKER_WHEEL_DIR)]
+    # the image holds the installed package only: the source stays in the build stage
+    final_stage = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    copies = [args for args in dockerfile_instructions("COPY") if " ".join(args) in final_stage]
+    assert copies == [["--from=wheel", DOCKER_WHEEL_DIR, DOCKER_WHEEL_DIR]]
+
+
 @pytest.mark.slow
 def test_procfile_processes_serve_a_followed_run_seen_by_flower(redis_url, tmp_path):
     base = free_port()
@@ -92,6 +110,7 @@ def test_procfile_processes_serve_a_followed_run_seen_by_flower(redis_url, tmp_p
             [str(BIN / "runcast"), "submit", "countdown", "--input",
              json.dumps({"steps": 2, "delay": 0.05}), "--follow"],
             env={**env, "RUNCAST_URL": web}, capture_output=True, text=True, timeout=60,
+            check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         run_id = httpx.get(web + "/runs?agent=countdown&limit=1").json()["runs"][0]["run_id"]

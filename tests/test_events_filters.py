@@ -275,7 +275,7 @@ def test_mandatory_events_always_pass(spec):
 
 
 @pytest.mark.parametrize(
-    "spec", ["tokens", "custom:", "custom:bad name", "everything", "chat,nope", "", [], [""]]
+    "spec", ["tokens", "custom:", "custom:bad name", "everything", "chat,nope", "", [""]]
 )
 def test_unknown_filter_name_raises_value_error(spec):
     with pytest.raises(ValueError):
@@ -304,3 +304,17 @@ def test_minimal_run_has_only_mandatory_events():
     ctx.sync_emit_error("boom", code="agent_error")
     events = ctx.drain_queued_events()
     assert [(e.seq, e.type) for e in events] == [(1, "started"), (2, "error")]
+
+
+@pytest.mark.parametrize("empty", [[], (), set()])
+def test_an_empty_allow_list_is_minimal(empty):
+    f = EventsFilter(empty)
+    assert f == EventsFilter("minimal") and f.spec == "minimal"
+    assert all(f.allows(t) for t in MANDATORY)
+    assert not any(f.allows(t) for t in [*AGENT_TYPES, "custom:x"])
+    ctx = queue_context(events=empty)
+    ctx.sync_emit_started()
+    ctx.sync_emit_token("x")
+    ctx.sync_emit("custom:x")
+    ctx.sync_emit_complete(output=None)
+    assert [(e.seq, e.type) for e in ctx.drain_queued_events()] == [(1, "started"), (2, "complete")]

@@ -45,7 +45,7 @@ def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[str, bool]:
         raise HTTPException(422, "the Idempotency-Key header and body field differ")
     return service.submit_run(
         body.agent, body.input, events=body.events, timeout=body.timeout,
-        metadata=body.metadata, idempotency_key=key,
+        metadata=body.metadata, idempotency_key=key, webhook=body.webhook,
     )
 
 

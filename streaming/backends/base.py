@@ -40,6 +40,13 @@ class EventBackend(ABC):
         events = await self.aread(run_id, 0)
         return events[-1] if events else None
 
+    def find_last(self, run_id: str, event_type: str, up_to_seq: int) -> Event | None:
+        """The stored event of `event_type` with the highest `seq <= up_to_seq`, or None."""
+        for event in reversed(self.read(run_id, 0)):
+            if event.seq <= up_to_seq and event.type == event_type:
+                return event
+        return None
+
     @abstractmethod
     def last_seq(self, run_id: str) -> int:
         """The highest stored `seq` of a run, 0 when it has none."""

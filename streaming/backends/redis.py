@@ -24,6 +24,7 @@ from streaming.constants import (
     EVENT_FIELD,
     EVENTS_CHANNEL,
     EVENTS_KEY,
+    FIND_PAGE_EVENTS,
     OUTAGE_LIMIT_S,
     READ_POOL_CONNECTIONS,
     READ_POOL_WAIT_S,
@@ -144,6 +145,18 @@ class RedisEventBackend(EventBackend):
         client = self._loop_state().client
         entries = await client.xrange(events_key(run_id), f"(0-{after}", "+", count=limit)
         return _events_from_entries(entries)
+
+    def find_last(self, run_id: str, event_type: str, up_to_seq: int) -> Event | None:
+        """Reads the log backwards from `up_to_seq`, a page at a time."""
+        key, end = events_key(run_id), f"0-{up_to_seq}"
+        while True:
+            entries = self.client.xrevrange(key, end, "-", count=FIND_PAGE_EVENTS)
+            for event in _events_from_entries(entries):
+                if event.type == event_type:
+                    return event
+            if len(entries) < FIND_PAGE_EVENTS:
+                return None
+            end = f"({entries[-1][0].decode()}"
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq stored or still waiting in this process's buffer (a retry in the same

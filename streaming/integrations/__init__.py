@@ -1,0 +1,2 @@
+"""Framework integrations (optional extras): `streaming.integrations.langgraph` needs
+`runcast[langgraph]`. Nothing else in runcast imports them."""
