@@ -329,3 +329,26 @@ def test_an_idempotent_repeat_must_name_the_same_webhook(world):
         assert other.status_code == 409, other.text
         settled(world.http, f"/runs/{run['run_id']}")
         assert len(first.requests()) == 1 and second.requests() == []
+
+
+def deliveries(http: httpx.Client) -> dict[str, float]:
+    """runcast_webhook_deliveries_total by outcome, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = http.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {s.labels["outcome"]: s.value for family in text_string_to_metric_families(
+        response.text) for s in family.samples if s.name == "runcast_webhook_deliveries_total"}
+
+
+def test_deliveries_are_counted_in_metrics(world):
+    """Each attempt counts once in runcast_webhook_deliveries_total: retried, then delivered
+    or failed (DESIGN.md, "Metrics")."""
+    before = deliveries(world.http)
+    with Receiver([500], then=200) as hook:
+        settled(world.http, f"/runs/{submit(world.http, 'echo', {}, webhook=hook.url)['run_id']}")
+    with Receiver(then=410) as hook:
+        settled(world.http, f"/runs/{submit(world.http, 'echo', {}, webhook=hook.url)['run_id']}")
+    after = deliveries(world.http)
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in ("delivered", "retried", "failed")}
+    assert moved == {"delivered": 1, "retried": 1, "failed": 1}
