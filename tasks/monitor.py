@@ -53,7 +53,9 @@ def _mask(value: Any) -> Any:
 def input_preview(input_json: str | None, limit: int = TASK_INPUT_PREVIEW_CHARS) -> str:
     """The run's input (JSON text) as a task shows it: secrets masked, at most `limit`
     characters as shown (repr escapes count)."""
-    text = input_json or "{}"
+    if input_json is None:  # not given to enqueue: nothing to show, rather than a wrong {}
+        return ""
+    text = input_json
     if SECRET_FIELD.search(text):  # only then is the input decoded
         try:
             text = dumps(_mask(json.loads(text)))
