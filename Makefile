@@ -30,6 +30,7 @@ demo: install
 	$(VENV)/bin/runcast demo $(DEMO_ARGS)
 
 test: install redis-server chromium
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install redis-server
@@ -37,6 +38,7 @@ bench: install redis-server
 
 lint: install
 	$(VENV)/bin/ruff check streaming tasks api tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -16,7 +16,7 @@ from api.limits import BodyLimitMiddleware
 from api.routes import batches, runs, system, ui
 from api.routes import metrics as metrics_routes
 from streaming.errors import EventStoreUnavailable
-from tasks import runtime as runtime_module
+from tasks import celeryapp as runtime_module
 from tasks.errors import (
     BrokerUnavailable,
     InputTooLarge,

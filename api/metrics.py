@@ -23,8 +23,9 @@ from prometheus_client.utils import floatToGoString
 
 from api import sse
 from streaming.constants import REAPER_INTERVAL_S, WORKERS_KEY
+from tasks.celeryapp import runtime
 from tasks.metrics import WEBHOOK_OUTCOMES, Histogram
-from tasks.runtime import Runtime, runtime
+from tasks.runtime import Runtime
 
 IN_PROGRESS_STATUSES = ("queued", "running")
 

@@ -1,140 +1,82 @@
-"""The Celery app (`celery -A tasks worker`): JSON only, late acks, events on, one task per agent."""
+"""The Celery entry point (`celery -A tasks worker` finds `app`) and this process's runtime.
+
+This is the one module holding process-wide state: the app Celery's command line loads, the
+settings read from the environment, and the Runtime built from them (once per process, again in a
+forked child). Everything else in tasks/ takes a Runtime as an argument; a test or a second
+service builds its own with `Runtime(settings)` beside this one.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import threading
+
 from celery import Celery, signals
 
-from tasks import registry
+from tasks.agent_tasks import serve_agents
+from tasks.celery_config import configure_app
+from tasks.runtime import Runtime
 from tasks.settings import Settings
 
 app = Celery("runcast")
 
-
-# A message taken by a worker that died before it claimed the run (prefetched, or on its way to a
-# pool process) comes back to its queue this long after its delivery: a live worker's kombu puts
-# it back (checked every RESTORE_INTERVAL_S). Redelivering the message of a run that is running or
-# ended is harmless: the claim (tasks/lua.py CLAIM) is fenced, so that execution is skipped.
-BROKER_VISIBILITY_TIMEOUT_S = 45
-BROKER_RESTORE_INTERVAL_S = 5
+_lock = threading.Lock()
+_settings: Settings | None = None
+_runtime: Runtime | None = None
 
 
-def _closed_channel_is_a_connection_error() -> None:
-    """Let a Celery worker survive a broker outage that begins while it runs a task.
-
-    kombu's Redis channel, interrupted mid-poll by the lost connection, is closed a second time
-    by Celery's consumer after its transport was detached; the unacknowledged messages it then
-    tries to put back make it build a pool from `None` and raise AttributeError, which Celery
-    takes for an "Unrecoverable error": the worker stops for good. Raised as the connection error
-    it is, kombu and Celery ignore it and reconnect (the messages come back after the visibility
-    timeout instead).
-    """
-    from kombu.transport import redis as kombu_redis
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    connparams = kombu_redis.Channel._connparams
-    if getattr(connparams, "runcast_patched", False):
-        return
-
-    def _connparams(self, asynchronous=False):
-        if self.connection.client is None:
-            raise RedisConnectionError("the broker connection of this channel was closed")
-        return connparams(self, asynchronous)
-
-    _connparams.runcast_patched = True
-    kombu_redis.Channel._connparams = _connparams
+def configure(settings: Settings | None = None) -> Settings:
+    """Set the settings every later call uses (read from the environment when None)."""
+    global _settings, _runtime
+    with _lock:
+        _settings = settings or Settings()
+        old, _runtime = _runtime, None
+    if old is not None and old.pid == os.getpid():
+        old.close()
+    configure_app(app, _settings)
+    return _settings
 
 
-_closed_channel_is_a_connection_error()
+def settings() -> Settings:
+    if _settings is None:
+        configure()
+    return _settings
 
 
-def configure_app(settings: Settings) -> None:
-    embedded = settings.embedded
-    app.conf.update(
-        broker_url="memory://localhost/" if embedded else settings.broker,
-        result_backend="cache+memory://" if embedded else settings.redis_url,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        task_acks_late=True,
-        task_acks_on_failure_or_timeout=True,  # a failed run's message is done with
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=False,
-        task_default_queue="default",
-        task_routes=ROUTES,
-        result_expires=settings.run_ttl,
-        broker_transport_options=({"polling_interval": 0.01} if embedded else {
-            "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_S,
-            "unacked_restore_interval": BROKER_RESTORE_INTERVAL_S,
-            "unacked_restore_throttle": 1,
-        }),
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        imports=settings.agent_modules,
-        timezone="UTC",
-        enable_utc=True,
-    )
+def runtime() -> Runtime:
+    """This process's Runtime; a forked child (prefork worker) gets its own."""
+    global _runtime
+    current = _runtime
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = Runtime(settings(), app)
+    load_agents()  # idempotent: modules are imported once
+    return _runtime
 
 
-ROUTES: dict[str, dict[str, str]] = {}
+def load_agents(modules: list[str] | None = None) -> None:
+    """Import the agent modules named by RUNCAST_AGENTS (they register with @agent)."""
+    for module in modules if modules is not None else settings().agent_modules:
+        importlib.import_module(module)
 
 
-def _register_task(spec: registry.AgentSpec) -> None:
-    from tasks import monitor
-    from tasks.execute import execute_run
-
-    def run(self, run_id: str, attempt: int = 1):
-        result = execute_run(spec, self, run_id, attempt)
-        end = monitor.ending(self, result)  # Flower mirrors the run (tasks/monitor.py)
-        if end is not None:
-            raise end
-        return result
-
-    ROUTES[spec.task_name] = {"queue": spec.queue}  # Celery's routing, per agent
-    run.__name__ = f"agent_{spec.name}"
-    run.__doc__ = spec.description
-    app.task(
-        name=spec.task_name,
-        bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        rate_limit=spec.rate_limit,
-        ignore_result=True,
-        max_retries=0,
-        throws=(monitor.RunFailed,),  # an expected ending: logged without a traceback
-    )(run)
-
-
-registry.on_register(_register_task)
+serve_agents(app, runtime)
 
 
 @signals.worker_ready.connect
-def _start_reaper(sender=None, **_kwargs) -> None:
-    from tasks.worker import start_reaper
-
-    start_reaper(getattr(sender, "hostname", None))
-
-
-@signals.worker_shutdown.connect
-def _stop_reaper(**_kwargs) -> None:
-    from tasks.worker import stop_reaper
-
-    stop_reaper()
-
-
-@signals.worker_ready.connect
-def _start_webhooks(**_kwargs) -> None:
-    from tasks.runtime import runtime
-    from tasks.webhook_delivery import start_delivery
-
-    start_delivery(runtime())
+def _start_worker_loops(sender=None, **_kwargs) -> None:
+    if getattr(sender, "app", app) is not app:
+        return  # a worker of another app (a second runtime) starts its own
+    rt = runtime()
+    rt.start_reaper(getattr(sender, "hostname", None))
+    rt.start_delivery()
 
 
 @signals.worker_shutdown.connect
-def _stop_webhooks(**_kwargs) -> None:
-    from tasks.webhook_delivery import stop_delivery
-
-    stop_delivery()
+def _stop_worker_loops(**_kwargs) -> None:
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.stop_reaper()
+        _runtime.stop_delivery()

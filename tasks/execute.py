@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streaming.backends.redis import TRANSIENT_ERRORS
 from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH, OUTAGE_LIMIT_S
@@ -20,8 +20,11 @@ from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from tasks import monitor
+from tasks.constants import HANDLER_THREADS_KEPT
 from tasks.registry import AgentSpec
-from tasks.runtime import runtime
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class HandlerThreads:
     starting a thread costs more than the whole run of a small agent. A handler left behind
     (it ignored its cancellation) keeps its thread; the next run gets another one."""
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, keep: int = HANDLER_THREADS_KEPT) -> None:
         self.keep = keep
         self._reset()
         os.register_at_fork(after_in_child=self._reset)  # the parent's threads are not there
@@ -177,9 +180,9 @@ def outcome(spec: AgentSpec, run_id: str, ctx: StreamContext, result: Supervised
     }
 
 
-def execute_run(spec: AgentSpec, task: Any, run_id: str, attempt: int) -> dict[str, Any]:
+def execute_run(rt: Runtime, spec: AgentSpec, task: Any, run_id: str,
+                attempt: int) -> dict[str, Any]:
     """The body of every agent's Celery task."""
-    rt = runtime()
     side = rt.worker_side()
     hostname = getattr(task.request, "hostname", None) or "embedded"
     watch = side.cancels.watch(run_id)

@@ -3,8 +3,8 @@
 Celery's Redis transport takes a message off its queue with BRPOP and records it as
 unacknowledged only once the worker has read the reply. A worker killed (or whose connection is
 cut) in between loses the message, and its run would stay `queued` forever. So every enqueue notes
-the run in QUEUED_KEY, and the reaper (at most every SWEEP_INTERVAL_S) looks at the runs noted more
-than LOST_AFTER_S ago: those no longer queued are forgotten, and those still queued whose message
+the run in QUEUED_KEY, and the reaper (at most every LOST_SWEEP_INTERVAL_S) looks at the runs noted
+more than LOST_AFTER_S ago: those no longer queued are forgotten, and those still queued whose message
 is neither on their queue nor unacknowledged (one atomic Lua look at the broker) are sent again.
 Sending a message that was in flight after all only makes a second delivery, which the fenced
 claim (tasks/lua.py CLAIM: queued, attempt + 1) skips.
@@ -23,12 +23,10 @@ from typing import Any
 import redis
 
 from streaming.constants import LOST_SWEEP_LOCK_KEY, QUEUED_KEY
+from tasks.constants import LOST_AFTER_S, LOST_SWEEP_BATCH, LOST_SWEEP_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
-LOST_AFTER_S = 20.0  # a queued run is looked for in the broker once it waited this long
-SWEEP_INTERVAL_S = 10.0
-SWEEP_BATCH = 500  # runs looked at per sweep, the longest waiting first
 
 # KEYS: the queues' lists (each priority's), then the unacknowledged hash. ARGV: run ids.
 # Returns the run ids that some message names (as any JSON string value: "id", "root_id", ...).
@@ -91,10 +89,10 @@ class LostMessages:
         """Resend the runs whose message is lost; returns their ids."""
         rt = self.rt
         if self.broker is None or not rt.redis.set(LOST_SWEEP_LOCK_KEY, "1", nx=True,
-                                                   px=int(SWEEP_INTERVAL_S * 1000)):
+                                                   px=int(LOST_SWEEP_INTERVAL_S * 1000)):
             return []
         due = [_s(m) for m in rt.redis.zrangebyscore(QUEUED_KEY, "-inf", now - LOST_AFTER_S,
-                                                     start=0, num=SWEEP_BATCH)]
+                                                     start=0, num=LOST_SWEEP_BATCH)]
         if not due:
             return []
         runs = [run for run in rt.store.get_many(due) if run and run.get("status") == "queued"]
@@ -107,13 +105,11 @@ class LostMessages:
         note_queued(rt.redis, present, now)  # look again in LOST_AFTER_S
         lost = [run for run in runs if run["run_id"] not in present]
         for run in lost:
-            from tasks.service import enqueue
-
             attempt = int(run.get("attempt") or 0) + 1
             log.warning("run %s was queued but its message was lost; sending it again (attempt "
                         "%s)", run["run_id"], attempt)
             note_queued(rt.redis, [run["run_id"]], now)
-            enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"),
+            rt.enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"),
                     input_json=json.dumps(run.get("input")))
         return [run["run_id"] for run in lost]
 

@@ -170,14 +170,11 @@ def webhook_delivery_command(pipe: Any, outcome: str) -> None:
     pipe.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
 
 
-def record_webhook_delivery(outcome: str) -> None:
+def record_webhook_delivery(rt: Any, outcome: str) -> None:
     """Count one webhook delivery attempt's outcome (delivered, retried or failed) in
     `runcast_webhook_deliveries_total`, fleet-wide (Redis) or in embedded mode's memory store."""
     if outcome not in WEBHOOK_OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(WEBHOOK_OUTCOMES)}")
-    from tasks.runtime import runtime
-
-    rt = runtime()
     if rt.redis is not None:
         rt.redis.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
     else:

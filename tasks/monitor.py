@@ -99,8 +99,9 @@ def announce(task: Any, status: str, error: dict[str, Any] | None) -> None:
         _send(task, "task-failed", exception=repr(failure(error)), traceback="")
 
 
-def ending(task: Any, result: dict[str, Any]) -> RunFailed | Ignore | None:
-    """What the task raises for the execution's `result` (None: it returns the result)."""
+def ending(task: Any, result: dict[str, Any], rt: Any) -> RunFailed | Ignore | None:
+    """What the task raises for the execution's `result` (None: it returns the result);
+    `rt` (the Runtime) reads the error of a run that ended elsewhere."""
     status = result.get("status")
     if "skipped" in result and status not in TERMINAL:
         return Ignore()  # a duplicate of a run still going, or of none
@@ -112,8 +113,6 @@ def ending(task: Any, result: dict[str, Any]) -> RunFailed | Ignore | None:
     if status == "failed":
         error = result.get("error")
         if error is None:  # ended elsewhere (the reaper), or by an earlier delivery
-            from tasks.service import get_run
-
-            error = (get_run(result["run_id"]) or {}).get("error")
+            error = (rt.store.get(result["run_id"]) or {}).get("error")
         return failure(error)
     return Ignore()

@@ -1,26 +1,47 @@
-"""Per-process wiring: settings -> event backend, run store and Celery app (made lazily)."""
+"""The working objects of one configuration, built once at the edge and handed to what needs them.
+
+`Runtime(settings, app)` holds the settings, the Celery app, the event backend, the run store and
+(in a process that executes runs) the worker side: cancel delivery and heartbeats. The reaper and
+webhook delivery are started on it by the worker's edge (tasks.celeryapp's signals) or by the
+embedded service. Nothing here is a module-level singleton: a process may hold two runtimes (two
+configurations), each with its own app; `tasks.celeryapp` keeps the one `celery -A tasks` uses.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import threading
+from typing import Any
 
 import redis
+from celery import Celery
 
 from streaming.backends.base import EventBackend
 from streaming.backends.redis import RedisEventBackend
 from streaming.constants import RUN_KEY
+from tasks.agent_tasks import serve_agents
+from tasks.broker import enqueue
+from tasks.celery_config import new_app
 from tasks.settings import Settings
 from tasks.store import RunStore
+from tasks.webhook_delivery import WebhookDelivery, delivery_for
+from tasks.worker import Reaper, WorkerSide
 
 
 class Runtime:
     """What one process uses to talk to runs: built from settings once, after any fork."""
 
-    def __init__(self, settings: Settings) -> None:
+    events: EventBackend
+    store: RunStore
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        """`app`: the Celery app its runs are sent with (a new one for `settings` when None)."""
         self.settings = settings
+        if app is None:  # a configuration of its own: its app runs its agents on this runtime
+            app = new_app(settings)
+            serve_agents(app, lambda: self)
+        self.app = app
         self.pid = os.getpid()
         if settings.embedded:
             from tasks.memory_store import embedded_parts
@@ -45,43 +66,69 @@ class Runtime:
             self.store = RedisRunStore(
                 self.redis, ttl_s=settings.run_ttl, max_events=settings.max_events
             )
-        self._worker = None  # tasks.worker.WorkerSide, made in processes that execute runs
-        self._worker_lock = threading.Lock()
+        self._worker: WorkerSide | None = None  # made in processes that execute runs
+        self._reaper: Reaper | None = None
+        self._delivery: WebhookDelivery | None = None
+        self._lock = threading.Lock()
         self._embedded: contextlib.ExitStack | None = None
 
-    events: EventBackend
-    store: RunStore
+    def enqueue(self, run_id: str, agent: str, attempt: int = 1, producer: Any = None,
+                queue: str | None = None, input_json: str | None = None) -> None:
+        """Hand one execution of a run to this runtime's broker (tasks.broker.enqueue)."""
+        enqueue(self.app, run_id, agent, attempt, producer=producer, queue=queue,
+                input_json=input_json)
 
-    def worker_side(self):
-        with self._worker_lock:
+    def worker_side(self) -> WorkerSide:
+        with self._lock:
             if self._worker is None:
-                from tasks.worker import WorkerSide
-
                 self._worker = WorkerSide(self)
             return self._worker
+
+    def start_reaper(self, hostname: str | None = None) -> None:
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = Reaper(self, hostname)
+                self._reaper.start()
+
+    def stop_reaper(self) -> None:
+        with self._lock:
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.stop()
+
+    def start_delivery(self) -> None:
+        """Webhook delivery in this process (off while no webhook secret is set)."""
+        with self._lock:
+            if self._delivery is None:
+                self._delivery = delivery_for(self)
+                if self._delivery is not None:
+                    self._delivery.start()
+
+    def stop_delivery(self) -> None:
+        with self._lock:
+            delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            delivery.stop()
+            delivery.join(5)
 
     def start_embedded_worker(self, concurrency: int = 4) -> None:
         """Embedded mode: a Celery worker on threads inside this process (memory transport)."""
         from celery.contrib.testing.worker import start_worker
 
-        from tasks.celeryapp import app
-
-        with self._worker_lock:
+        with self._lock:
             if self._embedded is not None:
                 return
             stack = contextlib.ExitStack()
             stack.enter_context(start_worker(
-                app, concurrency=concurrency, pool="threads", perform_ping_check=False,
+                self.app, concurrency=concurrency, pool="threads", perform_ping_check=False,
                 loglevel="WARNING", shutdown_timeout=10, hostname=f"embedded@{os.getpid()}",
             ))
             self._embedded = stack
-        from tasks.webhook_delivery import start_delivery, stop_delivery
-
-        start_delivery(self)
-        stack.callback(stop_delivery)
+        self.start_delivery()
+        stack.callback(self.stop_delivery)
 
     def stop_embedded_worker(self) -> None:
-        with self._worker_lock:
+        with self._lock:
             stack, self._embedded = self._embedded, None
         if stack is not None:
             stack.close()
@@ -91,51 +138,9 @@ class Runtime:
 
     def close(self) -> None:
         self.stop_embedded_worker()
+        self.stop_reaper()
+        self.stop_delivery()
         if self._worker is not None:
             self._worker.stop()
         self.events.close()
         self.store.close()
-
-
-_lock = threading.Lock()
-_settings: Settings | None = None
-_runtime: Runtime | None = None
-
-
-def configure(settings: Settings | None = None) -> Settings:
-    """Set the settings every later call uses (read from the environment when None)."""
-    global _settings, _runtime
-    with _lock:
-        _settings = settings or Settings()
-        old, _runtime = _runtime, None
-    if old is not None and old.pid == os.getpid():
-        old.close()
-    from tasks.celeryapp import configure_app
-
-    configure_app(_settings)
-    return _settings
-
-
-def settings() -> Settings:
-    if _settings is None:
-        configure()
-    return _settings
-
-
-def runtime() -> Runtime:
-    """This process's Runtime; a forked child (prefork worker) gets its own."""
-    global _runtime
-    current = _runtime
-    if current is not None and current.pid == os.getpid():
-        return current
-    with _lock:
-        if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = Runtime(settings())
-    load_agents()  # idempotent: modules are imported once
-    return _runtime
-
-
-def load_agents(modules: list[str] | None = None) -> None:
-    """Import the agent modules named by RUNCAST_AGENTS (they register with @agent)."""
-    for module in modules if modules is not None else settings().agent_modules:
-        importlib.import_module(module)

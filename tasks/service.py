@@ -9,7 +9,7 @@ import math
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -18,6 +18,7 @@ from streaming.constants import MAX_INPUT_DEPTH
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from streaming.filters import EventsFilter
 from tasks import registry
+from tasks.constants import BATCH_MAX_RUNS, LIST_MAX_SCANNED, MAX_IDLE_PUBSUBS
 from tasks.errors import (
     BrokerUnavailable,
     InputTooLarge,
@@ -26,11 +27,12 @@ from tasks.errors import (
     RunNotFound,
     UnknownAgent,
 )
-from tasks.monitor import task_reprs
-from tasks.runtime import runtime
 from tasks.store import STATUSES, TERMINAL, new_record, public
 from tasks.webhook_urls import accept_webhook
 from tasks.webhooks import pending_status
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
 
 
 def new_id() -> str:
@@ -52,12 +54,12 @@ def json_text(value: Any, what: str) -> str:
     return text
 
 
-def _webhook(url: str | None, checked: set[str] | None = None) -> str | None:
+def _webhook(rt: Runtime, url: str | None, checked: set[str] | None = None) -> str | None:
     """A submitted webhook URL once accepted (tasks.webhook_urls); `checked` (URLs accepted
     already) spares a batch the same lookup per run."""
     if url is None or (checked is not None and url in checked):
         return url
-    settings = runtime().settings
+    settings = rt.settings
     accept_webhook(url, signing=settings.webhook_key is not None,
                    allow_private=settings.webhook_allow_private)
     if checked is not None:
@@ -65,11 +67,11 @@ def _webhook(url: str | None, checked: set[str] | None = None) -> str | None:
     return url
 
 
-def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
+def _prepare(rt: Runtime, agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
              idempotency_key: str | None, batch_id: str | None, created_at: str,
              webhook: str | None = None,
              checked: set[str] | None = None) -> dict[str, str]:
-    settings = runtime().settings
+    settings = rt.settings
     spec = registry.get_agent(agent)
     if spec is None:
         raise UnknownAgent(f"unknown agent {agent!r}")
@@ -87,7 +89,7 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     if size > settings.max_input_bytes:
         raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
     limits = [settings.default_timeout] + [t for t in (spec.timeout, timeout) if t]
-    webhook = _webhook(webhook, checked)  # last: its DNS lookup is the slow part
+    webhook = _webhook(rt, webhook, checked)  # last: its DNS lookup is the slow part
     hashed = [agent, input_json, spec_events.spec, timeout, metadata_json]
     if webhook is not None:
         hashed.append(webhook)
@@ -99,44 +101,20 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     )
 
 
-def enqueue(run_id: str, agent: str, attempt: int = 1, producer: Any = None,
-            queue: str | None = None, input_json: str | None = None) -> None:
-    """Hand one execution of a run to the broker; the Celery task id is the run id.
-
-    A process that does not load the agent (a reaper in a worker with other RUNCAST_AGENTS)
-    sends the task by name to `queue`, the one recorded with the run. Flower shows the run id
-    and a preview of `input_json` (the run's input) as the task's arguments (tasks.monitor).
-    """
-    from tasks.celeryapp import app
-
-    spec = registry.get_agent(agent)
-    shown = task_reprs(run_id, attempt, input_json)
-    try:
-        if spec is None:
-            app.send_task(registry.AGENT_TASK_PREFIX + agent, args=[run_id, attempt],
-                          task_id=run_id, queue=queue or "default", producer=producer, **shown)
-        else:
-            app.tasks[spec.task_name].apply_async(args=[run_id, attempt], task_id=run_id,
-                                                  queue=spec.queue, producer=producer, **shown)
-    except Exception as exc:
-        raise BrokerUnavailable(f"the broker did not take the run: {exc}") from exc
-
-
-def submit(agent: str, input: Any = None, *, events: Any = None, timeout: float | None = None,
+def submit(rt: Runtime, agent: str, input: Any = None, *, events: Any = None, timeout: float | None = None,
            metadata: dict | None = None, idempotency_key: str | None = None,
            batch_id: str | None = None, webhook: str | None = None) -> str:
     """Validate, store the run as queued, enqueue it; returns the run id."""
-    return submit_run(agent, input, events=events, timeout=timeout, metadata=metadata,
+    return submit_run(rt, agent, input, events=events, timeout=timeout, metadata=metadata,
                       idempotency_key=idempotency_key, batch_id=batch_id, webhook=webhook)[0]
 
 
-def submit_run(agent: str, input: Any = None, *, events: Any = None,
+def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None,
                timeout: float | None = None, metadata: dict | None = None,
                idempotency_key: str | None = None,
                batch_id: str | None = None, webhook: str | None = None) -> tuple[str, bool]:
     """Like submit; also says whether the run is new (False: an idempotent repeat)."""
-    rt = runtime()
-    record = _prepare(agent, input, events, timeout, metadata, idempotency_key, batch_id,
+    record = _prepare(rt, agent, input, events, timeout, metadata, idempotency_key, batch_id,
                       utc_now_iso(), webhook)
     run_id = json.loads(record["run_id"])
     request_hash = json.loads(record["request_hash"])
@@ -151,7 +129,7 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
             return held_run, False
     rt.store.create([record])
     try:
-        enqueue(run_id, agent, input_json=record["input"])
+        rt.enqueue(run_id, agent, input_json=record["input"])
     except BrokerUnavailable:
         rt.store.delete([run_id])
         if idempotency_key is not None:
@@ -160,15 +138,12 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
     return run_id, True
 
 
-def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None,
+def submit_batch(rt: Runtime, runs: list[dict[str, Any]], metadata: dict | None = None,
                  webhook: str | None = None) -> dict[str, Any]:
     """All or nothing: every run is validated before any is stored or enqueued. `webhook` is
     told `batch.done` once every run has ended."""
-    from tasks.celeryapp import app
-
-    if not 1 <= len(runs) <= 10_000:
-        raise InvalidRequest("a batch holds 1 to 10,000 runs")
-    rt = runtime()
+    if not 1 <= len(runs) <= BATCH_MAX_RUNS:
+        raise InvalidRequest(f"a batch holds 1 to {BATCH_MAX_RUNS:,} runs")
     batch_id = new_id()
     created_at = utc_now_iso()
     records = []
@@ -176,13 +151,13 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None,
     for index, run in enumerate(runs):
         try:
             records.append(_prepare(
-                run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
+                rt, run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
                 run.get("metadata"), None, batch_id, created_at, run.get("webhook"), checked,
             ))
         except (UnknownAgent, InvalidRequest) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
     json_text(metadata or {}, "metadata")
-    webhook = _webhook(webhook, checked)
+    webhook = _webhook(rt, webhook, checked)
     run_ids = [json.loads(r["run_id"]) for r in records]
     batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
              "metadata": metadata or {}}
@@ -190,25 +165,25 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None,
         batch.update(webhook=webhook, webhook_status=pending_status())
     rt.store.create(records, batch)
     try:
-        with app.producer_or_acquire() as producer:
+        with rt.app.producer_or_acquire() as producer:
             for run_id, run, record in zip(run_ids, runs, records, strict=True):
-                enqueue(run_id, run["agent"], producer=producer, input_json=record["input"])
+                rt.enqueue(run_id, run["agent"], producer=producer, input_json=record["input"])
     except BrokerUnavailable:
         rt.store.delete(run_ids)
         raise
     return {"batch_id": batch_id, "run_ids": run_ids, "total": len(run_ids)}
 
 
-def get_run(run_id: str) -> dict[str, Any] | None:
+def get_run(rt: Runtime, run_id: str) -> dict[str, Any] | None:
     """The run as the contract's JSON (without stream_token), or None."""
     if not isinstance(run_id, str) or not run_id:
         return None
-    run = runtime().store.get(run_id)
+    run = rt.store.get(run_id)
     return public(run) if run else None
 
 
-def require_run(run_id: str) -> dict[str, Any]:
-    run = get_run(run_id)
+def require_run(rt: Runtime, run_id: str) -> dict[str, Any]:
+    run = get_run(rt, run_id)
     if run is None:
         raise RunNotFound(f"no run {run_id!r}")
     return run
@@ -218,7 +193,6 @@ def require_run(run_id: str) -> dict[str, Any]:
 # not a new connection (connect, handshake, SUBSCRIBE, close).
 _idle_pubsubs: list[tuple[Any, Any]] = []  # (runtime, PubSub)
 _idle_lock = threading.Lock()
-MAX_IDLE_PUBSUBS = 8
 
 
 def _take_pubsub(rt: Any) -> Any:
@@ -263,9 +237,8 @@ def _close_quietly(pubsub: Any) -> None:
         pubsub.close()
 
 
-def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
+def wait(rt: Runtime, run_id: str, timeout: float | None = None) -> dict[str, Any]:
     """Block until the run is terminal (woken by its events), or `timeout` passes."""
-    rt = runtime()
     deadline = None if timeout is None else time.monotonic() + timeout
     if rt.redis is None:  # embedded
         return rt.store.wait(run_id, timeout)
@@ -274,7 +247,7 @@ def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
     pubsub = _take_pubsub(rt)
     try:
         pubsub.subscribe(channel)
-        run = require_run(run_id)
+        run = require_run(rt, run_id)
         while run["status"] not in TERMINAL:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -283,12 +256,12 @@ def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
             if message is None:
                 # a safety net for a dropped subscription, not the delivery path
                 if rt.store.statuses([run_id])[0] in TERMINAL:
-                    run = require_run(run_id)
+                    run = require_run(rt, run_id)
                 continue
             if message["type"] != "message" or message["channel"] != wanted:
                 continue  # a (un)subscribe reply, or a late message of an earlier wait
             if any(e.is_terminal for e in decode_batch(message["data"])):
-                run = require_run(run_id)
+                run = require_run(rt, run_id)
     except BaseException:
         _close_quietly(pubsub)
         raise
@@ -296,9 +269,8 @@ def wait(run_id: str, timeout: float | None = None) -> dict[str, Any]:
     return run
 
 
-def cancel(run_id: str, reason: str | None = None) -> dict[str, Any]:
+def cancel(rt: Runtime, run_id: str, reason: str | None = None) -> dict[str, Any]:
     """Queued: cancelled at once. Running: told to stop (hard stop after the grace period)."""
-    rt = runtime()
     result = rt.store.cancel(
         run_id, reason, envelope_parts(run_id, "cancelled", {"reason": reason}), utc_now_iso()
     )
@@ -306,20 +278,20 @@ def cancel(run_id: str, reason: str | None = None) -> dict[str, Any]:
         raise RunNotFound(f"no run {run_id!r}")
     if result.state == "terminal":
         raise RunConflict(f"run {run_id} already ended ({result.status})")
-    return require_run(run_id)
+    return require_run(rt, run_id)
 
 
-def list_runs(status: str | None = None, agent: str | None = None, batch_id: str | None = None,
+def list_runs(rt: Runtime, status: str | None = None, agent: str | None = None, batch_id: str | None = None,
               limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
     """Runs newest first, filtered; `next_cursor` continues after the last one returned."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
     before = _parse_cursor(cursor)
-    store = runtime().store
+    store = rt.store
     runs: list[dict[str, Any]] = []
     scanned = 0
     last: tuple[float, str] | None = before
-    while len(runs) < limit and scanned < 20_000:
+    while len(runs) < limit and scanned < LIST_MAX_SCANNED:
         page = store.list_ids(last, max(limit * 2, 100))
         if not page:
             last = None
@@ -352,8 +324,8 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
         raise InvalidRequest(f"invalid cursor {cursor!r}") from None
 
 
-def batch_status(batch_id: str) -> dict[str, Any]:
-    store = runtime().store
+def batch_status(rt: Runtime, batch_id: str) -> dict[str, Any]:
+    store = rt.store
     batch = store.batch(batch_id)
     if batch is None:
         raise RunNotFound(f"no batch {batch_id!r}")
@@ -368,15 +340,15 @@ def batch_status(batch_id: str) -> dict[str, Any]:
     return status
 
 
-def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:
-    store = runtime().store
+def cancel_batch(rt: Runtime, batch_id: str, reason: str | None = None) -> dict[str, Any]:
+    store = rt.store
     if store.batch(batch_id) is None:
         raise RunNotFound(f"no batch {batch_id!r}")
     for run_id, status in zip(ids := store.batch_run_ids(batch_id), store.statuses(ids),
                               strict=True):
         if status is not None and status not in TERMINAL:
             try:
-                cancel(run_id, reason)
+                cancel(rt, run_id, reason)
             except (RunConflict, RunNotFound):
                 pass  # it ended meanwhile
-    return batch_status(batch_id)
+    return batch_status(rt, batch_id)

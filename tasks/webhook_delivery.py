@@ -12,11 +12,13 @@ attempts, then fails.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -27,8 +29,8 @@ from streaming.constants import (
     WEBHOOK_THREADS,
 )
 from streaming.events import utc_now_iso
+from tasks import service
 from tasks.errors import RunNotFound
-from tasks.runtime import Runtime
 from tasks.webhook_store import RedisWebhookQueue, WebhookQueue
 from tasks.webhook_urls import Target, WebhookRefused, resolve_webhook_url
 from tasks.webhooks import (
@@ -43,23 +45,24 @@ from tasks.webhooks import (
     signed_headers,
 )
 
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 BATCH_DONE = "batch.done"
 
 
-def make_message(member: str) -> Message | None:
+def make_message(rt: Runtime, member: str) -> Message | None:
     """The message telling that a run (or batch) ended, or None when it is gone."""
-    from tasks import service
-
     if member.startswith(BATCH_MEMBER):
         try:
-            data = service.batch_status(member[len(BATCH_MEMBER):])
+            data = service.batch_status(rt, member[len(BATCH_MEMBER):])
         except RunNotFound:
             return None
         event_type = BATCH_DONE
     else:
-        data = service.get_run(member[len(RUN_MEMBER):])
+        data = service.get_run(rt, member[len(RUN_MEMBER):])
         if data is None or data["status"] not in service.TERMINAL:
             return None
         event_type = run_event_type(data["status"])
@@ -74,7 +77,7 @@ class WebhookDelivery(threading.Thread):
 
     def __init__(self, queue: WebhookQueue, *, key: bytes, max_attempts: int,
                  backoff_scale: float, timeout_s: float, allow_private: bool,
-                 make: Callable[[str], Message | None] = make_message) -> None:
+                 make: Callable[[str], Message | None]) -> None:
         super().__init__(name="runcast-webhooks", daemon=True)
         self.queue = queue
         self.key = key
@@ -186,29 +189,6 @@ def delivery_for(rt: Runtime) -> WebhookDelivery | None:
     return WebhookDelivery(
         queue, key=key, max_attempts=settings.webhook_max_attempts,
         backoff_scale=settings.webhook_backoff, timeout_s=settings.webhook_timeout,
-        allow_private=settings.webhook_allow_private,
+        allow_private=settings.webhook_allow_private, make=functools.partial(make_message, rt),
     )
 
-
-_delivery: WebhookDelivery | None = None
-_lock = threading.Lock()
-
-
-def start_delivery(rt: Runtime) -> None:
-    global _delivery
-    with _lock:
-        if _delivery is None:
-            _delivery = delivery_for(rt)
-            if _delivery is None:
-                log.info("webhooks are off in this worker: RUNCAST_WEBHOOK_SECRET is not set")
-                return
-            _delivery.start()
-
-
-def stop_delivery() -> None:
-    global _delivery
-    with _lock:
-        delivery, _delivery = _delivery, None
-    if delivery is not None:
-        delivery.stop()
-        delivery.join(5)

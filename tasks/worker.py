@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from streaming.constants import (
     CANCEL_CHANNEL,
@@ -19,8 +20,11 @@ from streaming.constants import (
 )
 from streaming.context import StreamContext
 from streaming.events import dumps, envelope_parts, utc_now_iso
+from tasks.constants import REAPER_LOCK_SHARE
 from tasks.lost import LostMessages, note_queued
-from tasks.runtime import Runtime, runtime
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +181,8 @@ class WorkerSide:
         from billiard.process import current_process
 
         if current_process().name.startswith("ForkPoolWorker"):
-            from tasks.celeryapp import app
-
             log.warning("run %s ignored its cancellation; stopping its process", run_id)
-            app.control.revoke(run_id, terminate=True, signal="SIGKILL")
+            self.rt.app.control.revoke(run_id, terminate=True, signal="SIGKILL")
             done.wait(30)
         else:
             log.warning("run %s ignored its cancellation; its thread is left to end", run_id)
@@ -214,7 +216,7 @@ class Reaper(_Loop):
             self.last_ok = now
             rt.redis.zremrangebyscore(WORKERS_KEY, "-inf", now - 3 * REAPER_INTERVAL_S)
             if not rt.redis.set(REAPER_LOCK_KEY, self.hostname, nx=True,
-                                px=int(REAPER_INTERVAL_S * 800)):
+                                px=int(REAPER_INTERVAL_S * REAPER_LOCK_SHARE * 1000)):
                 return
         if now >= self.hold_until:
             for run_id in rt.store.stale(now):
@@ -225,14 +227,12 @@ class Reaper(_Loop):
 
 
 def reap_one(rt: Runtime, run_id: str, now: float) -> None:
-    from tasks.service import enqueue
-
     result = rt.store.reap(run_id, now, rt.settings.max_attempts)
     if result.state == "requeue":
         run = rt.store.get(run_id)
         log.warning("run %s lost its worker on attempt %s; running it again", run_id, result.seq)
         note_queued(rt.redis, [run_id], now)
-        enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"),
+        rt.enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"),
                 input_json=dumps(run.get("input")))
     elif result.state in ("lost", "timeout"):
         if result.state == "lost":
@@ -247,19 +247,3 @@ def reap_one(rt: Runtime, run_id: str, now: float) -> None:
             {"error": data, "finished_at": utc_now_iso()}, attempt=result.seq,
         )
 
-
-_reaper: Reaper | None = None
-
-
-def start_reaper(hostname: str | None = None) -> None:
-    global _reaper
-    if _reaper is None:
-        _reaper = Reaper(runtime(), hostname)
-        _reaper.start()
-
-
-def stop_reaper() -> None:
-    global _reaper
-    if _reaper is not None:
-        _reaper.stop()
-        _reaper = None

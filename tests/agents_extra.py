@@ -18,7 +18,7 @@ EXITED = "runcast-test:exited:{run_id}"
 
 
 def _mark(key: str, run_id: str) -> None:
-    from tasks.runtime import runtime
+    from tasks.celeryapp import runtime
 
     runtime().redis.set(key.format(run_id=run_id), "1", ex=3600)
 

@@ -156,7 +156,7 @@ async def t_lg_fail(payload: dict, context: StreamContext) -> dict:
 # -- a graph that runs until cancelled ----------------------------------------------------------
 def _endless_graph(run_id: str):
     async def spin(state: State) -> dict:
-        from tasks.runtime import runtime
+        from tasks.celeryapp import runtime
 
         redis = runtime().redis
         emit("custom:spinning")

@@ -84,7 +84,7 @@ def finish(tasks_pkg, run_id: str, timeout: float = 30, **check: Any) -> tuple[d
 
 
 def read_events(run_id: str) -> list[Event]:
-    from tasks.runtime import runtime
+    from tasks.celeryapp import runtime
 
     return runtime().events.read(run_id)
 

@@ -172,12 +172,12 @@ def test_flower_args_are_the_run_id_and_a_short_input_preview(runcast, flower_li
 
 
 def test_a_redelivered_message_of_an_ended_run_runs_nothing(runcast, flower_live, redis_url):
-    from tasks.service import enqueue
+    from tasks import runtime
 
     run_id = runcast.submit("fail", {"message": "once"})
     run, events = finish(runcast, run_id)
     flower_state(flower_live, run_id, "FAILURE")
-    enqueue(run_id, "fail", 1, input_json='{"message": "once"}')  # the same message again
+    runtime().enqueue(run_id, "fail", 1, input_json='{"message": "once"}')  # the same message again
     time.sleep(2)
     again, events_again = finish(runcast, run_id)
     assert again == run and events_again == events  # no second execution

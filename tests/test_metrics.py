@@ -224,14 +224,15 @@ def test_embedded_mode_serves_metrics():
 
 def test_webhook_deliveries_are_counted_by_outcome(runcast, api_url):
     """tasks.metrics.record_webhook_delivery is what webhook delivery calls per attempt."""
+    from tasks import runtime
     from tasks.metrics import record_webhook_delivery
 
     with httpx.Client(base_url=api_url, timeout=30) as http:
         before = scrape(http)
         for outcome in ("delivered", "delivered", "retried"):
-            record_webhook_delivery(outcome)
+            record_webhook_delivery(runtime(), outcome)
         with pytest.raises(ValueError):
-            record_webhook_delivery("lost")
+            record_webhook_delivery(runtime(), "lost")
         after = scrape(http)
     moved = {outcome: value(after, "runcast_webhook_deliveries_total", outcome=outcome)
              - value(before, "runcast_webhook_deliveries_total", outcome=outcome)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from streaming.constants import BATCH_KEY, RUNS_INDEX_KEY
-from tasks.runtime import settings
+from tasks.celeryapp import runtime, settings
 from tasks.service import submit_run
 from tests.runs_support import (
     check_log,
@@ -314,7 +314,7 @@ def test_run_ids_are_random_and_unknown_ids_are_not_found(runcast):
 def test_idempotency_key(runcast):
     key = f"idem-{uuid.uuid4().hex}"
     first = runcast.submit("echo", {"n": 1}, idempotency_key=key)
-    again, new = submit_run("echo", {"n": 1}, idempotency_key=key)
+    again, new = submit_run(runtime(), "echo", {"n": 1}, idempotency_key=key)
     assert again == first and new is False
     assert runcast.submit("echo", {"n": 1}, idempotency_key=key) == first
     with pytest.raises(runcast.RunConflict):

@@ -16,8 +16,8 @@ from api.sse import event_stream, resume_point
 from streaming.backends.base import RESYNC
 from streaming.constants import MAX_WAIT_S, SUBSCRIBE_RESYNC_S
 from tasks import service
+from tasks.celeryapp import runtime
 from tasks.errors import RunConflict
-from tasks.runtime import runtime
 from tasks.store import TERMINAL
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -33,7 +33,7 @@ def with_token(run: dict[str, Any], secret: str) -> dict[str, Any]:
 
 
 def _get(run_id: str, secret: str) -> dict[str, Any]:
-    run = service.get_run(run_id)
+    run = service.get_run(runtime(), run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
     return with_token(run, secret)
@@ -44,7 +44,7 @@ def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[str, bool]:
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise HTTPException(422, "the Idempotency-Key header and body field differ")
     return service.submit_run(
-        body.agent, body.input, events=body.events, timeout=body.timeout,
+        runtime(), body.agent, body.input, events=body.events, timeout=body.timeout,
         metadata=body.metadata, idempotency_key=key, webhook=body.webhook,
     )
 
@@ -78,7 +78,8 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    page = service.list_runs(status or None, agent or None, batch_id or None, limit, cursor)
+    page = service.list_runs(runtime(), status or None, agent or None, batch_id or None, limit,
+                             cursor)
     page["runs"] = [with_token(run, settings.secret) for run in page["runs"]]
     return page
 
@@ -120,7 +121,7 @@ def run_events(
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
-    run = service.get_run(run_id)
+    run = service.get_run(runtime(), run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
     events = runtime().events.read(run_id, after=after, limit=limit)
@@ -142,7 +143,7 @@ def stream_run(
     """SSE: `id: <seq>`, `event: <type>`, `data: <envelope>`; replay, then live; resumes after
     `Last-Event-ID` (or `after`); closes after the terminal event."""
     start = resume_point(last_event_id, after)
-    if service.get_run(run_id) is None:
+    if service.get_run(runtime(), run_id) is None:
         raise HTTPException(404, f"no run {run_id!r}")
     return event_stream(runtime().events, run_id, start)
 
@@ -156,7 +157,7 @@ def cancel_run(
 ) -> dict[str, Any]:
     reason = body.reason if body else None
     try:
-        run = service.cancel(run_id, reason)
+        run = service.cancel(runtime(), run_id, reason)
     except RunConflict as exc:
         raise HTTPException(409, str(exc)) from None
     return with_token(run, settings.secret)

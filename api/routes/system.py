@@ -12,7 +12,7 @@ from api.deps import KeyDep
 from api.schemas import AgentList, Health
 from streaming.constants import REAPER_INTERVAL_S, WORKERS_KEY
 from tasks import registry
-from tasks.runtime import runtime
+from tasks.celeryapp import runtime
 
 router = APIRouter(tags=["system"])
 

@@ -1,0 +1,48 @@
+"""Each agent as a Celery task of an app (`runcast.agent.<name>`), run on a given runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from celery import Celery
+
+from tasks import monitor, registry
+from tasks.celery_config import routes
+from tasks.execute import execute_run
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
+
+
+def register_agent_task(app: Celery, spec: registry.AgentSpec,
+                        runtime: Callable[[], Runtime]) -> None:
+    """The task executing `spec`'s runs on `app`; `runtime()` gives the runtime they use."""
+
+    def run(self, run_id: str, attempt: int = 1):
+        rt = runtime()
+        result = execute_run(rt, spec, self, run_id, attempt)
+        end = monitor.ending(self, result, rt)  # Flower mirrors the run (tasks/monitor.py)
+        if end is not None:
+            raise end
+        return result
+
+    routes(app)[spec.task_name] = {"queue": spec.queue}  # Celery's routing, per agent
+    run.__name__ = f"agent_{spec.name}"
+    run.__doc__ = spec.description
+    app.task(
+        name=spec.task_name,
+        bind=True,
+        shared=False,  # a task of this app only: another runtime's app has its own
+        acks_late=True,
+        reject_on_worker_lost=True,
+        rate_limit=spec.rate_limit,
+        ignore_result=True,
+        max_retries=0,
+        throws=(monitor.RunFailed,),  # an expected ending: logged without a traceback
+    )(run)
+
+
+def serve_agents(app: Celery, runtime: Callable[[], Runtime]) -> None:
+    """Every agent, registered now or later, as a task of `app`."""
+    registry.on_register(lambda spec: register_agent_task(app, spec, runtime))
