@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from api import sse
-from streaming.constants import REAPER_INTERVAL_S, WORKERS_KEY
 from tasks.celeryapp import runtime
+from tasks.constants import WORKER_ALIVE_S
 from tasks.metrics import WEBHOOK_OUTCOMES, Histogram
 from tasks.runtime import Runtime
 
@@ -32,9 +32,7 @@ IN_PROGRESS_STATUSES = ("queued", "running")
 
 def live_workers(rt: Runtime) -> int:
     """Workers that reported within three reaper intervals (the figure /healthz shows)."""
-    if rt.redis is None:
-        return rt.embedded_workers()
-    return rt.redis.zcount(WORKERS_KEY, time.time() - 3 * REAPER_INTERVAL_S, "+inf")
+    return rt.workers(time.time() - WORKER_ALIVE_S)
 
 
 def _histogram(name: str, doc: str, by_agent: dict[str, Histogram]) -> HistogramMetricFamily:

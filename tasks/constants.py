@@ -8,9 +8,12 @@ are in streaming/constants.py). Units are in the names."""
 BROKER_VISIBILITY_TIMEOUT_S = 45
 BROKER_RESTORE_INTERVAL_S = 5
 
-# The reaper's lock lasts 80% of its interval (in ms): one worker reaps per tick, and the lock is
-# free again before the next tick of any worker.
-REAPER_LOCK_SHARE = 0.8
+from streaming.constants import REAPER_INTERVAL_S
+
+# The reaper's lock lasts 80% of its interval: one worker reaps per tick, and the lock is free
+# again before the next tick of any worker.
+REAPER_LOCK_MS = int(REAPER_INTERVAL_S * 800)
+WORKER_ALIVE_S = 3 * REAPER_INTERVAL_S  # a worker counts as live this long after it reported
 
 # Lost broker messages (tasks/lost.py)
 LOST_AFTER_S = 20.0  # a queued run is looked for in the broker once it waited this long

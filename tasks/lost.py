@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -52,13 +51,6 @@ end
 for _, message in ipairs(redis.call('HVALS', KEYS[#KEYS])) do scan(message) end
 return out
 """
-
-
-def note_queued(client: redis.Redis | None, run_ids: Iterable[str], now: float) -> None:
-    """Remember that these runs were (re)queued now."""
-    run_ids = list(run_ids)
-    if client is not None and run_ids:
-        client.zadd(QUEUED_KEY, dict.fromkeys(run_ids, now))
 
 
 def _s(value: bytes | str) -> str:
@@ -102,13 +94,13 @@ class LostMessages:
         if not runs:
             return []
         present = {_s(r) for r in self._find(keys=self._keys(runs), args=sorted(waiting))}
-        note_queued(rt.redis, present, now)  # look again in LOST_AFTER_S
+        rt.store.note_queued(list(present), now)  # look again in LOST_AFTER_S
         lost = [run for run in runs if run["run_id"] not in present]
         for run in lost:
             attempt = int(run.get("attempt") or 0) + 1
             log.warning("run %s was queued but its message was lost; sending it again (attempt "
                         "%s)", run["run_id"], attempt)
-            note_queued(rt.redis, [run["run_id"]], now)
+            rt.store.note_queued([run["run_id"]], now)
             rt.enqueue(run["run_id"], run["agent"], attempt, queue=run.get("queue"),
                     input_json=json.dumps(run.get("input")))
         return [run["run_id"] for run in lost]

@@ -10,9 +10,10 @@ from typing import Any
 
 from streaming.backends.memory import MemoryEventBackend
 from streaming.events import Event
+from tasks.errors import RunNotFound
 from tasks.metrics import MemoryMetrics, MetricsSnapshot
 from tasks.settings import Settings
-from tasks.store import TERMINAL, Outcome, RunStore, decode_record
+from tasks.store import CLAIM_FIELDS, TERMINAL, Outcome, RunStore, decode_record, public
 from tasks.webhook_store import MemoryWebhookQueue
 
 
@@ -118,15 +119,17 @@ class MemoryRunStore(RunStore):
             if run["attempt"] + 1 != attempt:
                 return Outcome("fenced", run["status"])
             seq = self._add_event(run_id, started)
+            timeout = run.get("timeout")
             run.update(fields, status="running", attempt=attempt,
-                       deadline=time.time() + (run.get("timeout") or 0))
+                       deadline=None if timeout is None else time.time() + timeout)
             self._running[run_id] = heartbeat_deadline
             now = time.time()
             self.metrics_counters.started(run["agent"], now - run["created_ts"],
                                           first="started_ts" not in run)
             run["started_ts"] = now
             self._changed.notify_all()
-            return Outcome("ok", "running", seq, self._public_copy(run_id))
+            claimed = {name: run[name] for name in CLAIM_FIELDS if name in run}
+            return Outcome("ok", "running", seq, dict(claimed, last_seq=seq))
 
     def finish(self, run_id, status, terminal, fields, *, expect="running", attempt=None):
         with self._changed:
@@ -190,9 +193,6 @@ class MemoryRunStore(RunStore):
         return self.metrics_counters.read({"queued": queued, "running": running})
 
     def wait(self, run_id: str, timeout: float | None) -> dict[str, Any]:
-        from tasks.errors import RunNotFound
-        from tasks.store import public
-
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while True:
@@ -203,6 +203,30 @@ class MemoryRunStore(RunStore):
                 if run["status"] in TERMINAL or (remaining is not None and remaining <= 0):
                     return public(run)
                 self._changed.wait(remaining)
+
+    def listen_cancels(self, deliver):
+        self.on_cancel = deliver  # told by cancel() itself: runs execute in this process
+
+    def worker_seen(self, hostname, now, *, forget_before) -> None:
+        pass  # the embedded worker lives and dies with this process
+
+    def workers(self, since):
+        return None
+
+    def reaper_turn(self, hostname, ttl_ms) -> bool:
+        return True
+
+    def note_queued(self, run_ids, now) -> None:
+        pass  # the memory transport loses no message
+
+    def health(self) -> str:
+        return "embedded"
+
+    def webhook_queue(self):
+        return self.webhooks
+
+    def record_webhook_delivery(self, outcome) -> None:
+        self.metrics_counters.webhook_delivery(outcome)
 
 
 def embedded_parts(settings: Settings) -> tuple[MemoryEventBackend, MemoryRunStore]:

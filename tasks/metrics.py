@@ -175,7 +175,4 @@ def record_webhook_delivery(rt: Any, outcome: str) -> None:
     `runcast_webhook_deliveries_total`, fleet-wide (Redis) or in embedded mode's memory store."""
     if outcome not in WEBHOOK_OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(WEBHOOK_OUTCOMES)}")
-    if rt.redis is not None:
-        rt.redis.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
-    else:
-        rt.store.metrics_counters.webhook_delivery(outcome)
+    rt.store.record_webhook_delivery(outcome)

@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections import Counter
 from typing import Any
 
 import redis
 
-from streaming.backends.redis import events_channel, events_key, seq_of
+from streaming.backends.redis import decode_batch, events_channel, events_key, seq_of
 from streaming.constants import (
     BATCH_KEY,
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
     IDEMPOTENCY_KEY,
     METRICS_SUBMITTED_KEY,
+    METRICS_WEBHOOK_DELIVERIES_KEY,
     QUEUED_KEY,
+    REAPER_LOCK_KEY,
     RUN_KEY,
     RUNNING_KEY,
     RUNS_INDEX_KEY,
     UNFINISHED_RUN_TTL_S,
+    WORKERS_KEY,
 )
 from streaming.events import dumps
 from tasks import lua
+from tasks.cancel_listener import CancelSubscriber
+from tasks.constants import MAX_IDLE_PUBSUBS
+from tasks.errors import RunNotFound
 from tasks.metrics import MetricsSnapshot, read_redis_metrics
-from tasks.store import Outcome, RunStore, decode_record
+from tasks.store import TERMINAL, Outcome, RunStore, decode_record, public
+from tasks.webhook_store import RedisWebhookQueue
 
 
 def run_key(run_id: str) -> str:
@@ -54,6 +63,10 @@ class RedisRunStore(RunStore):
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._prune_after: float | None = None  # where prune_index goes on (a score)
+        # Pub/sub connections of finished waits, kept for the next one: a wait then costs a
+        # SUBSCRIBE, not a new connection (connect, handshake, SUBSCRIBE, close).
+        self._idle_pubsubs: list[Any] = []
+        self._idle_lock = threading.Lock()
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
@@ -230,5 +243,107 @@ class RedisRunStore(RunStore):
     def metrics(self) -> MetricsSnapshot:
         return read_redis_metrics(self.client, QUEUED_KEY, RUNNING_KEY)
 
+    # -- waiting ----------------------------------------------------------------------------
+    def _require(self, run_id: str) -> dict[str, Any]:
+        run = self.get(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        return public(run)
+
+    def wait(self, run_id: str, timeout: float | None) -> dict[str, Any]:
+        """Woken by the run's events (its pub/sub channel): a terminal event ends the wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        channel = events_channel(run_id)
+        wanted = channel.encode()
+        pubsub = self._take_pubsub()
+        try:
+            pubsub.subscribe(channel)
+            run = self._require(run_id)
+            while run["status"] not in TERMINAL:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                message = pubsub.get_message(timeout=min(remaining, 1.0))
+                if message is None:
+                    # a safety net for a dropped subscription, not the delivery path
+                    if self.statuses([run_id])[0] in TERMINAL:
+                        run = self._require(run_id)
+                    continue
+                if message["type"] != "message" or message["channel"] != wanted:
+                    continue  # a (un)subscribe reply, or a late message of an earlier wait
+                if any(e.is_terminal for e in decode_batch(message["data"])):
+                    run = self._require(run_id)
+        except BaseException:
+            _close_quietly(pubsub)
+            raise
+        self._give_back_pubsub(pubsub, channel)
+        return run
+
+    def _take_pubsub(self) -> Any:
+        with self._idle_lock:
+            pubsub = self._idle_pubsubs.pop() if self._idle_pubsubs else None
+        if pubsub is None:
+            return self.client.pubsub()
+        try:
+            for _ in range(10_000):  # what earlier waits left: (un)subscribe replies, late messages
+                if pubsub.get_message(timeout=0) is None:
+                    break
+        except (redis.RedisError, OSError):  # a broken connection is replaced
+            _close_quietly(pubsub)
+            return self.client.pubsub()
+        return pubsub
+
+    def _give_back_pubsub(self, pubsub: Any, channel: str) -> None:
+        try:
+            pubsub.unsubscribe(channel)
+        except (redis.RedisError, OSError):  # a broken connection is not kept
+            _close_quietly(pubsub)
+            return
+        with self._idle_lock:
+            if len(self._idle_pubsubs) < MAX_IDLE_PUBSUBS:
+                self._idle_pubsubs.append(pubsub)
+                return
+        _close_quietly(pubsub)
+
+    # -- the fleet --------------------------------------------------------------------------
+    def listen_cancels(self, deliver) -> CancelSubscriber:
+        subscriber = CancelSubscriber(self.client, deliver)
+        subscriber.start()
+        subscriber.ready.wait(5)
+        return subscriber
+
+    def worker_seen(self, hostname: str, now: float, *, forget_before: float) -> None:
+        self.client.zadd(WORKERS_KEY, {hostname: now})
+        self.client.zremrangebyscore(WORKERS_KEY, "-inf", forget_before)
+
+    def workers(self, since: float) -> int:
+        return self.client.zcount(WORKERS_KEY, since, "+inf")
+
+    def reaper_turn(self, hostname: str, ttl_ms: int) -> bool:
+        return bool(self.client.set(REAPER_LOCK_KEY, hostname, nx=True, px=ttl_ms))
+
+    def note_queued(self, run_ids: list[str], now: float) -> None:
+        if run_ids:
+            self.client.zadd(QUEUED_KEY, dict.fromkeys(run_ids, now))
+
+    def health(self) -> str:
+        self.client.ping()
+        return "ok"
+
+    def webhook_queue(self) -> RedisWebhookQueue:
+        return RedisWebhookQueue(self.client, ttl_s=self.ttl_s)
+
+    def record_webhook_delivery(self, outcome: str) -> None:
+        self.client.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
+
     def close(self) -> None:
+        with self._idle_lock:
+            idle, self._idle_pubsubs = self._idle_pubsubs, []
+        for pubsub in idle:
+            _close_quietly(pubsub)
         self.client.close()
+
+
+def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        pubsub.close()

@@ -47,9 +47,6 @@ class Runtime:
             from tasks.memory_store import embedded_parts
 
             self.events, self.store = embedded_parts(settings)
-            self.store.on_cancel = lambda run_id, reason: self.worker_side().cancels.deliver(
-                run_id, reason
-            )
             self.redis = None
         else:
             self.redis = redis.Redis.from_url(
@@ -135,6 +132,11 @@ class Runtime:
 
     def embedded_workers(self) -> int:
         return 1 if self._embedded is not None else 0
+
+    def workers(self, since: float) -> int:
+        """Live workers: those that reported since `since`, or this process's embedded one."""
+        reported = self.store.workers(since)
+        return self.embedded_workers() if reported is None else reported
 
     def close(self) -> None:
         self.stop_embedded_worker()

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from streaming.backends.redis import decode_batch, events_channel
 from streaming.constants import MAX_INPUT_DEPTH
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from streaming.filters import EventsFilter
 from tasks import registry
-from tasks.constants import BATCH_MAX_RUNS, LIST_MAX_SCANNED, MAX_IDLE_PUBSUBS
+from tasks.constants import BATCH_MAX_RUNS, LIST_MAX_SCANNED
 from tasks.errors import (
     BrokerUnavailable,
     InputTooLarge,
@@ -189,84 +183,9 @@ def require_run(rt: Runtime, run_id: str) -> dict[str, Any]:
     return run
 
 
-# Pub/sub connections of finished waits, kept for the next one: a wait then costs a SUBSCRIBE,
-# not a new connection (connect, handshake, SUBSCRIBE, close).
-_idle_pubsubs: list[tuple[Any, Any]] = []  # (runtime, PubSub)
-_idle_lock = threading.Lock()
-
-
-def _take_pubsub(rt: Any) -> Any:
-    stale = []
-    with _idle_lock:
-        while _idle_pubsubs:
-            owner, pubsub = _idle_pubsubs.pop()
-            if owner is rt:
-                break
-            stale.append(pubsub)
-        else:
-            pubsub = None
-    for old in stale:
-        _close_quietly(old)
-    if pubsub is None:
-        return rt.redis.pubsub()
-    try:
-        for _ in range(10_000):  # what earlier waits left: (un)subscribe replies, late messages
-            if pubsub.get_message(timeout=0) is None:
-                break
-    except (redis.RedisError, OSError):  # a broken connection is replaced
-        _close_quietly(pubsub)
-        return rt.redis.pubsub()
-    return pubsub
-
-
-def _give_back_pubsub(rt: Any, pubsub: Any, channel: str) -> None:
-    try:
-        pubsub.unsubscribe(channel)
-    except (redis.RedisError, OSError):  # a broken connection is not kept
-        _close_quietly(pubsub)
-        return
-    with _idle_lock:
-        if len(_idle_pubsubs) < MAX_IDLE_PUBSUBS:
-            _idle_pubsubs.append((rt, pubsub))
-            return
-    _close_quietly(pubsub)
-
-
-def _close_quietly(pubsub: Any) -> None:
-    with contextlib.suppress(Exception):
-        pubsub.close()
-
-
 def wait(rt: Runtime, run_id: str, timeout: float | None = None) -> dict[str, Any]:
     """Block until the run is terminal (woken by its events), or `timeout` passes."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    if rt.redis is None:  # embedded
-        return rt.store.wait(run_id, timeout)
-    channel = events_channel(run_id)
-    wanted = channel.encode()
-    pubsub = _take_pubsub(rt)
-    try:
-        pubsub.subscribe(channel)
-        run = require_run(rt, run_id)
-        while run["status"] not in TERMINAL:
-            remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            message = pubsub.get_message(timeout=min(remaining, 1.0))
-            if message is None:
-                # a safety net for a dropped subscription, not the delivery path
-                if rt.store.statuses([run_id])[0] in TERMINAL:
-                    run = require_run(rt, run_id)
-                continue
-            if message["type"] != "message" or message["channel"] != wanted:
-                continue  # a (un)subscribe reply, or a late message of an earlier wait
-            if any(e.is_terminal for e in decode_batch(message["data"])):
-                run = require_run(rt, run_id)
-    except BaseException:
-        _close_quietly(pubsub)
-        raise
-    _give_back_pubsub(rt, pubsub, channel)
-    return run
+    return rt.store.wait(run_id, timeout)
 
 
 def cancel(rt: Runtime, run_id: str, reason: str | None = None) -> dict[str, Any]:

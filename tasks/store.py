@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,11 @@ PUBLIC_FIELDS = (
     "output", "error", "progress", "last_seq", "cancel_requested", "batch_id", "metadata",
     "webhook", "webhook_status",
 )
+
+
+# What a claim returns of the record: only what the execution needs (the whole record costs
+# both ends time on every run), plus `last_seq`. The Lua CLAIM script reads the same names.
+CLAIM_FIELDS = ("input", "events", "timeout", "cancel_requested", "cancel_reason")
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,44 @@ class RunStore(ABC):
     @abstractmethod
     def reap(self, run_id: str, now: float, max_attempts: int) -> Outcome:
         """A stale run: 'requeue' (now queued again), 'lost', 'timeout', or 'alive'/'gone'."""
+
+    @abstractmethod
+    def wait(self, run_id: str, timeout: float | None) -> dict[str, Any]:
+        """The run (public fields) once terminal, or as it is when `timeout` passes;
+        RunNotFound when there is no such run."""
+
+    @abstractmethod
+    def listen_cancels(self, deliver: Callable[[str, str | None], None]) -> Any:
+        """Call `deliver(run_id, reason)` in this process for every running run's cancel
+        request; returns what to `stop()` (or None)."""
+
+    @abstractmethod
+    def worker_seen(self, hostname: str, now: float, *, forget_before: float) -> None:
+        """A worker reported alive at `now`; forget the ones silent since `forget_before`."""
+
+    @abstractmethod
+    def workers(self, since: float) -> int | None:
+        """Workers that reported since `since` (None: the store cannot tell, in-process)."""
+
+    @abstractmethod
+    def reaper_turn(self, hostname: str, ttl_ms: int) -> bool:
+        """Whether this worker reaps now (one worker of a fleet per reaper interval)."""
+
+    @abstractmethod
+    def note_queued(self, run_ids: list[str], now: float) -> None:
+        """These runs were (re)sent to the broker at `now` (see tasks.lost)."""
+
+    @abstractmethod
+    def health(self) -> str:
+        """'ok' (or 'embedded'); raises when the store is unreachable."""
+
+    @abstractmethod
+    def webhook_queue(self) -> Any:
+        """The due webhook deliveries (a tasks.webhook_store.WebhookQueue)."""
+
+    @abstractmethod
+    def record_webhook_delivery(self, outcome: str) -> None:
+        """Count one webhook delivery attempt's outcome in the fleet's metrics."""
 
     def expire_index(self, older_than: float) -> None:
         """Forget index entries of runs created before `older_than` (epoch s)."""

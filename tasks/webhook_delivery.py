@@ -31,7 +31,7 @@ from streaming.constants import (
 from streaming.events import utc_now_iso
 from tasks import service
 from tasks.errors import RunNotFound
-from tasks.webhook_store import RedisWebhookQueue, WebhookQueue
+from tasks.webhook_store import WebhookQueue
 from tasks.webhook_urls import Target, WebhookRefused, resolve_webhook_url
 from tasks.webhooks import (
     BATCH_MEMBER,
@@ -184,8 +184,7 @@ def delivery_for(rt: Runtime) -> WebhookDelivery | None:
     key = settings.webhook_key
     if key is None:
         return None
-    queue = rt.store.webhooks if rt.redis is None else RedisWebhookQueue(
-        rt.redis, ttl_s=settings.run_ttl)
+    queue = rt.store.webhook_queue()
     return WebhookDelivery(
         queue, key=key, max_attempts=settings.webhook_max_attempts,
         backoff_scale=settings.webhook_backoff, timeout_s=settings.webhook_timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -10,18 +9,15 @@ import time
 from typing import TYPE_CHECKING
 
 from streaming.constants import (
-    CANCEL_CHANNEL,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_STALE_S,
     REAPER_INTERVAL_S,
-    REAPER_LOCK_KEY,
     UNFINISHED_RUN_TTL_S,
-    WORKERS_KEY,
 )
 from streaming.context import StreamContext
 from streaming.events import dumps, envelope_parts, utc_now_iso
-from tasks.constants import REAPER_LOCK_SHARE
-from tasks.lost import LostMessages, note_queued
+from tasks.constants import REAPER_LOCK_MS, WORKER_ALIVE_S
+from tasks.lost import LostMessages
 
 if TYPE_CHECKING:
     from tasks.runtime import Runtime
@@ -123,54 +119,13 @@ class Heartbeats(_Loop):
         self.rt.store.heartbeat(runs, time.time() + HEARTBEAT_STALE_S)
 
 
-class CancelSubscriber(threading.Thread):
-    """Listens on the cancel channel (Redis pub/sub) and delivers to this process's runs."""
-
-    def __init__(self, rt: Runtime, cancels: Cancels) -> None:
-        super().__init__(name="runcast-cancels", daemon=True)
-        self.rt = rt
-        self.cancels = cancels
-        self.ready = threading.Event()
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        failures = 0
-        while not self.stopping.is_set():
-            pubsub = self.rt.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(CANCEL_CHANNEL)
-                self.ready.set()
-                failures = 0
-                while not self.stopping.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "message":
-                        body = json.loads(message["data"])
-                        self.cancels.deliver(body["run_id"], body.get("reason"))
-            except Exception:
-                failures += 1
-                log.warning("cancel subscription lost; reconnecting", exc_info=failures == 1)
-                time.sleep(0.5)
-            finally:
-                try:
-                    pubsub.close()
-                except Exception:
-                    log.debug("closing a lost cancel subscription failed", exc_info=True)
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-
 class WorkerSide:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.cancels = Cancels()
         self.heartbeats = Heartbeats(rt)
         self.heartbeats.start()
-        self.subscriber = None
-        if rt.redis is not None:
-            self.subscriber = CancelSubscriber(rt, self.cancels)
-            self.subscriber.start()
-            self.subscriber.ready.wait(5)
+        self.subscriber = rt.store.listen_cancels(self.cancels.deliver)
 
     def hard_stop(self, run_id: str, done: threading.Event) -> None:
         """The handler ignored its cancel past the grace period; the run has already ended.
@@ -207,17 +162,14 @@ class Reaper(_Loop):
     def tick(self) -> None:
         rt = self.rt
         now = time.time()
-        if rt.redis is not None:
-            rt.redis.zadd(WORKERS_KEY, {self.hostname: now})
-            if self.last_ok is None or now - self.last_ok > 2 * REAPER_INTERVAL_S + 1:
-                # Starting, or back from an outage that stopped every heartbeat too: give live
-                # workers one stale period to refresh theirs before any run counts as lost.
-                self.hold_until = now + HEARTBEAT_STALE_S
-            self.last_ok = now
-            rt.redis.zremrangebyscore(WORKERS_KEY, "-inf", now - 3 * REAPER_INTERVAL_S)
-            if not rt.redis.set(REAPER_LOCK_KEY, self.hostname, nx=True,
-                                px=int(REAPER_INTERVAL_S * REAPER_LOCK_SHARE * 1000)):
-                return
+        rt.store.worker_seen(self.hostname, now, forget_before=now - WORKER_ALIVE_S)
+        if self.last_ok is None or now - self.last_ok > 2 * REAPER_INTERVAL_S + 1:
+            # Starting, or back from an outage that stopped every heartbeat too: give live
+            # workers one stale period to refresh theirs before any run counts as lost.
+            self.hold_until = now + HEARTBEAT_STALE_S
+        self.last_ok = now
+        if not rt.store.reaper_turn(self.hostname, REAPER_LOCK_MS):
+            return
         if now >= self.hold_until:
             for run_id in rt.store.stale(now):
                 reap_one(rt, run_id, now)
@@ -231,7 +183,7 @@ def reap_one(rt: Runtime, run_id: str, now: float) -> None:
     if result.state == "requeue":
         run = rt.store.get(run_id)
         log.warning("run %s lost its worker on attempt %s; running it again", run_id, result.seq)
-        note_queued(rt.redis, [run_id], now)
+        rt.store.note_queued([run_id], now)
         rt.enqueue(run_id, run["agent"], result.seq + 1, queue=run.get("queue"),
                 input_json=dumps(run.get("input")))
     elif result.state in ("lost", "timeout"):

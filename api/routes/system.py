@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 
 from api.deps import KeyDep
 from api.schemas import AgentList, Health
-from streaming.constants import REAPER_INTERVAL_S, WORKERS_KEY
 from tasks import registry
 from tasks.celeryapp import runtime
+from tasks.constants import WORKER_ALIVE_S
 
 router = APIRouter(tags=["system"])
 
@@ -25,13 +25,11 @@ def list_agents() -> dict[str, Any]:
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def health() -> Any:
     rt = runtime()
-    if rt.redis is None:
-        return {"status": "ok", "redis": "embedded", "workers": rt.embedded_workers()}
     try:
-        rt.redis.ping()
-        workers = rt.redis.zcount(WORKERS_KEY, time.time() - 3 * REAPER_INTERVAL_S, "+inf")
+        redis = rt.store.health()
+        workers = rt.workers(time.time() - WORKER_ALIVE_S)
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is "down"
         body = {"status": "unavailable", "redis": f"down: {type(exc).__name__}", "workers": 0,
                 "detail": "Redis is unreachable"}
         return JSONResponse(body, status_code=503)
-    return {"status": "ok", "redis": "ok", "workers": workers}
+    return {"status": "ok", "redis": redis, "workers": workers}
