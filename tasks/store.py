@@ -107,7 +107,25 @@ def public(run: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunStore(ABC):
-    """Where runs live. RedisRunStore in production, MemoryRunStore in embedded mode."""
+    """Where runs live. RedisRunStore in production, MemoryRunStore in embedded mode.
+
+    One state machine, two stores. The transitions are the ones below, and nothing else changes
+    a run's status:
+
+        claim   queued -> running     fenced: attempt == stored attempt + 1; `started` appended
+        finish  running -> terminal   fenced by `expect` and attempt; the terminal event first
+        cancel  queued -> cancelled   at once, with its `cancelled` event
+                running -> running    flagged (cancel_requested) and told to its process
+        reap    running -> queued     a stale heartbeat, attempts left (else the caller fails it)
+        terminal -> (nothing)         every later claim, finish or cancel answers 'terminal'
+
+    Why two implementations rather than one store on an in-process stand-in: embedded mode must
+    run without Redis (no server, no Lua interpreter in the process), and a Redis stand-in would
+    be a second Redis to keep right. So each store implements the machine natively, atomically
+    (one Lua script per transition; one lock in memory), answers with the same Outcome states
+    and shapes (CLAIM_FIELDS), and tests/test_store_contract.py runs every transition against
+    both, so they cannot drift unseen (dramatiq's stub and Redis result backends, likewise).
+    """
 
     @abstractmethod
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
