@@ -116,3 +116,6 @@ def _stop_reaper(**_kwargs) -> None:
     from tasks.worker import stop_reaper
 
     stop_reaper()
+
+
+from tasks import dispatch as _dispatch  # noqa: F401 - registers runcast.dispatch_batch

@@ -21,6 +21,7 @@ from streaming.constants import (
 )
 from streaming.events import dumps
 from tasks import lua
+from tasks.batch_store import RedisBatches
 from tasks.store import Outcome, RunStore, decode_record
 
 
@@ -39,7 +40,7 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return out
 
 
-class RedisRunStore(RunStore):
+class RedisRunStore(RedisBatches, RunStore):
     def __init__(self, client: redis.Redis, *, ttl_s: int, max_events: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
@@ -50,6 +51,7 @@ class RedisRunStore(RunStore):
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._prune_after: float | None = None  # where prune_index goes on (a score)
+        self._dispatch_chunk = client.register_script(lua.DISPATCH_CHUNK)
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
@@ -62,7 +64,8 @@ class RedisRunStore(RunStore):
             index[run_id] = float(record["created_ts"])
         if index:
             pipe.zadd(RUNS_INDEX_KEY, index)
-            pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
+            if batch is None:  # a batch's runs are noted as their dispatch claims them
+                pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
         if batch is not None:
             batch_id = batch["batch_id"]
             ttl = UNFINISHED_RUN_TTL_S + self.ttl_s

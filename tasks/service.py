@@ -50,7 +50,8 @@ def json_text(value: Any, what: str) -> str:
 
 
 def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
-             idempotency_key: str | None, batch_id: str | None, created_at: str) -> dict[str, str]:
+             idempotency_key: str | None, batch_id: str | None, created_at: str,
+             index: int | None = None) -> dict[str, str]:
     settings = runtime().settings
     spec = registry.get_agent(agent)
     if spec is None:
@@ -75,7 +76,7 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     return new_record(
         new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
         metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_at=created_at, queue=spec.queue,
+        request_hash=request_hash, created_at=created_at, queue=spec.queue, index=index,
     )
 
 
@@ -139,8 +140,10 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
 
 
 def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> dict[str, Any]:
-    """All or nothing: every run is validated before any is stored or enqueued."""
-    from tasks.celeryapp import app
+    """All or nothing: every run is validated, then all are stored at once; the workers send
+    their broker messages afterwards, in submit order (tasks.dispatch)."""
+    from tasks.batch_store import batch_fields
+    from tasks.dispatch import start_dispatch
 
     if not 1 <= len(runs) <= 10_000:
         raise InvalidRequest("a batch holds 1 to 10,000 runs")
@@ -152,19 +155,15 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
         try:
             records.append(_prepare(
                 run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
-                run.get("metadata"), None, batch_id, created_at,
+                run.get("metadata"), None, batch_id, created_at, index,
             ))
-        except (UnknownAgent, InvalidRequest) as exc:
+        except (UnknownAgent, InvalidRequest, InputTooLarge) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
     json_text(metadata or {}, "metadata")
     run_ids = [json.loads(r["run_id"]) for r in records]
-    batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
-             "metadata": metadata or {}}
-    rt.store.create(records, batch)
+    rt.store.create(records, batch_fields(batch_id, len(records), created_at, metadata or {}))
     try:
-        with app.producer_or_acquire() as producer:
-            for run_id, run in zip(run_ids, runs, strict=True):
-                enqueue(run_id, run["agent"], producer=producer)
+        start_dispatch(batch_id, json.loads(records[0]["queue"]))
     except BrokerUnavailable:
         rt.store.delete(run_ids)
         raise
@@ -334,18 +333,20 @@ def batch_status(batch_id: str) -> dict[str, Any]:
         status = status or "expired"
         counts[status] = counts.get(status, 0) + 1
     done = all(s in TERMINAL or s == "expired" for s in counts)
-    return {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+    return {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done,
+            "created_at": batch.get("created_at"), "finished_at": batch.get("finished_at")}
 
 
 def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Stop the batch's dispatch, then cancel every run that has not ended."""
     store = runtime().store
     if store.batch(batch_id) is None:
         raise RunNotFound(f"no batch {batch_id!r}")
+    store.stop_dispatch(batch_id)
+    finished_at = utc_now_iso()
     for run_id, status in zip(ids := store.batch_run_ids(batch_id), store.statuses(ids),
                               strict=True):
         if status is not None and status not in TERMINAL:
-            try:
-                cancel(run_id, reason)
-            except (RunConflict, RunNotFound):
-                pass  # it ended meanwhile
+            store.cancel(run_id, reason, envelope_parts(run_id, "cancelled", {"reason": reason}),
+                         finished_at)  # one that ended meanwhile stays as it ended
     return batch_status(batch_id)

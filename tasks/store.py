@@ -47,6 +47,7 @@ def new_record(
     request_hash: str,
     created_at: str,
     queue: str = "default",
+    index: int | None = None,
 ) -> dict[str, str]:
     """A queued run's record, every value JSON text except `status`."""
     return {
@@ -73,6 +74,7 @@ def new_record(
         "worker": "null",
         "idempotency_key": dumps(idempotency_key),
         "request_hash": dumps(request_hash),
+        "index": dumps(index),  # its position in its batch (None: not in a batch)
     }
 
 
@@ -155,6 +157,24 @@ class RunStore(ABC):
     @abstractmethod
     def reap(self, run_id: str, now: float, max_attempts: int) -> Outcome:
         """A stale run: 'requeue' (now queued again), 'lost', 'timeout', or 'alive'/'gone'."""
+
+    # Batches at scale (tasks.batch_store holds both stores' implementations).
+    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+        """Claim the next `size` runs of the batch to send: (cursor, total, [(run_id, agent,
+        queue)] of those still queued)."""
+        raise NotImplementedError
+
+    def stop_dispatch(self, batch_id: str) -> None:
+        """Send no more of the batch's messages (it is being cancelled)."""
+        raise NotImplementedError
+
+    def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The batch log's frames `{"seq", "event", "data"}` with seq > after, in order."""
+        raise NotImplementedError
+
+    def batch_results(self, batch_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        """Results of the runs at indexes start..stop-1: index, run_id, status, output, error."""
+        raise NotImplementedError
 
     def expire_index(self, older_than: float) -> None:
         """Forget index entries of runs created before `older_than` (epoch s)."""

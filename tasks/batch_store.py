@@ -1,0 +1,143 @@
+"""What the run stores do for batches at scale: dispatch cursor, the batch log, results.
+
+Redis: the cursor is claimed by a Lua script (tasks/lua.py DISPATCH_CHUNK) and the log is
+appended by the scripts that change a run's status (tasks/lua.py BATCH_LOG). Memory: the same,
+under the store's lock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from streaming.constants import BATCH_EVENTS_KEY, BATCH_KEY, BATCH_RUNS_KEY, QUEUED_KEY, RUN_KEY
+
+BATCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ENDED = frozenset({"succeeded", "failed", "cancelled"})
+FRAME_FIELD = b"f"
+
+
+def _s(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(value: bytes | str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def batch_fields(batch_id: str, total: int, created_at: str, metadata: dict) -> dict[str, Any]:
+    """A new batch's hash: the contract's fields, the dispatch cursor, the log's seq and the
+    count of runs per status (`n:<status>`), all queued at first."""
+    return {"batch_id": batch_id, "total": total, "created_at": created_at, "metadata": metadata,
+            "finished_at": None, "dispatched": 0, "log_seq": 0, "n:queued": total}
+
+
+def result_of(index: int, run_id: str, status: str | None, output: Any, error: Any) -> dict:
+    return {"index": index, "run_id": run_id, "status": status or "expired", "output": output,
+            "error": error}
+
+
+class RedisBatches:
+    """Mixed into RedisRunStore (which sets `client` and `_dispatch_chunk`)."""
+
+    client: Any
+    _dispatch_chunk: Any
+
+    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+        batch = BATCH_KEY.format(batch_id=batch_id)
+        out = self._dispatch_chunk(
+            keys=[batch, BATCH_RUNS_KEY.format(batch_id=batch_id), QUEUED_KEY], args=[size, now])
+        cursor = int(_s(out[0]))
+        runs = [(_s(out[i]), _json(out[i + 1]), _json(out[i + 2]))
+                for i in range(1, len(out), 3)]
+        total = int(_s(self.client.hget(batch, "total")) or 0)
+        return cursor, total, runs
+
+    def stop_dispatch(self, batch_id: str) -> None:
+        batch = BATCH_KEY.format(batch_id=batch_id)
+        total = self.client.hget(batch, "total")
+        if total is not None:
+            self.client.hset(batch, "dispatched", total)
+
+    def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        entries = self.client.xrange(BATCH_EVENTS_KEY.format(batch_id=batch_id), f"(0-{after}",
+                                     "+", count=limit)
+        return [json.loads(fields[FRAME_FIELD]) for _id, fields in entries]
+
+    def batch_results(self, batch_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        ids = [_s(r) for r in self.client.lrange(BATCH_RUNS_KEY.format(batch_id=batch_id),
+                                                 start, stop - 1)]
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hmget(RUN_KEY.format(run_id=run_id), "status", "output", "error")
+        return [result_of(start + i, run_id, _s(status), _json(output), _json(error))
+                for i, (run_id, (status, output, error)) in enumerate(
+                    zip(ids, pipe.execute() if ids else [], strict=True))]
+
+
+class MemoryBatches:
+    """Mixed into MemoryRunStore (which sets `_runs`, `_batches`, `_batch_runs`, `_changed`)."""
+
+    _runs: dict
+    _batches: dict
+    _batch_runs: dict
+    _changed: Any
+
+    def _frames(self, batch_id: str) -> list[dict[str, Any]]:
+        logs = self.__dict__.setdefault("_batch_logs", {})
+        return logs.setdefault(batch_id, [])
+
+    def _batch_log(self, run: dict[str, Any], old: str, new: str) -> None:
+        """As tasks/lua.py BATCH_LOG; called under the store's lock."""
+        batch = self._batches.get(run.get("batch_id"))
+        if batch is None:
+            return
+        batch_id = batch["batch_id"]
+        batch[f"n:{old}"] = batch.get(f"n:{old}", 0) - 1
+        batch[f"n:{new}"] = batch.get(f"n:{new}", 0) + 1
+        frames = self._frames(batch_id)
+        frames.append({"seq": len(frames) + 1, "event": "run", "data": {
+            "batch_id": batch_id, "index": run.get("index"), "run_id": run["run_id"],
+            "status": new}})
+        if new not in ENDED:
+            return
+        counts = {s: batch[f"n:{s}"] for s in BATCH_STATUSES if batch.get(f"n:{s}", 0) > 0}
+        if sum(counts.get(s, 0) for s in ENDED) >= batch["total"]:
+            batch["finished_at"] = run.get("finished_at")
+            frames.append({"seq": len(frames) + 1, "event": "done", "data": {
+                "batch_id": batch_id, "total": batch["total"], "counts": counts}})
+
+    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+        with self._changed:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                return 0, 0, []
+            start = batch["dispatched"]
+            stop = min(start + size, batch["total"])
+            batch["dispatched"] = max(start, stop)
+            runs = []
+            for run_id in self._batch_runs.get(batch_id, [])[start:stop]:
+                run = self._runs.get(run_id)
+                if run is not None and run["status"] == "queued":
+                    runs.append((run_id, run["agent"], run.get("queue")))
+            return batch["dispatched"], batch["total"], runs
+
+    def stop_dispatch(self, batch_id: str) -> None:
+        with self._changed:
+            batch = self._batches.get(batch_id)
+            if batch is not None:
+                batch["dispatched"] = batch["total"]
+
+    def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        with self._changed:
+            return [dict(f) for f in self._frames(batch_id)[after : after + limit]]
+
+    def batch_results(self, batch_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        with self._changed:
+            ids = self._batch_runs.get(batch_id, [])[start:stop]
+            out = []
+            for i, run_id in enumerate(ids):
+                run = self._runs.get(run_id) or {}
+                out.append(result_of(start + i, run_id, run.get("status"), run.get("output"),
+                                     run.get("error")))
+            return out
