@@ -10,7 +10,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streaming.constants import BATCH_EVENTS_KEY, BATCH_KEY, BATCH_RUNS_KEY, QUEUED_KEY, RUN_KEY
+from streaming.constants import (
+    BATCH_EVENTS_KEY,
+    BATCH_KEY,
+    BATCH_RUNS_KEY,
+    QUEUED_KEY,
+    RUN_KEY,
+    RUNS_INDEX_KEY,
+    UNFINISHED_RUN_TTL_S,
+)
+from streaming.events import dumps
 
 BATCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ENDED = frozenset({"succeeded", "failed", "cancelled"})
@@ -37,11 +46,56 @@ def result_of(index: int, run_id: str, status: str | None, output: Any, error: A
             "error": error}
 
 
+# Store a chunk of a batch's runs: each record comes as one JSON object of its fields (fewer
+# arguments to encode than HSET field by field: a 10,000-run batch is stored in a fraction of the
+# time). KEYS: runs index, batch runs. ARGV: ttl, run key prefix, then one record per argument.
+CREATE_RUNS = """
+local ids = {}
+for i = 3, #ARGV do
+  local rec = cjson.decode(ARGV[i])
+  local id = cjson.decode(rec.run_id)
+  local args = {}
+  for k, v in pairs(rec) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  redis.call('HSET', ARGV[2] .. id, unpack(args))
+  redis.call('EXPIRE', ARGV[2] .. id, ARGV[1])
+  redis.call('ZADD', KEYS[1], tonumber(rec.created_ts), id)
+  ids[#ids + 1] = id
+end
+redis.call('RPUSH', KEYS[2], unpack(ids))
+return #ids
+"""
+CREATE_CHUNK = 1_000  # records per script call (Lua's unpack takes a few thousand values)
+
+
 class RedisBatches:
-    """Mixed into RedisRunStore (which sets `client` and `_dispatch_chunk`)."""
+    """Mixed into RedisRunStore (which sets `client`, `ttl_s` and `_dispatch_chunk`)."""
 
     client: Any
+    ttl_s: int
     _dispatch_chunk: Any
+
+    def create_batch(self, records: list[dict[str, str]], batch: dict[str, Any]) -> None:
+        """The batch and its runs in one transaction: all or nothing."""
+        script = self.__dict__.get("_create_runs")
+        if script is None:
+            script = self.__dict__["_create_runs"] = self.client.register_script(CREATE_RUNS)
+        batch_id = batch["batch_id"]
+        ttl = UNFINISHED_RUN_TTL_S + self.ttl_s
+        runs_key = BATCH_RUNS_KEY.format(batch_id=batch_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(BATCH_KEY.format(batch_id=batch_id),
+                  mapping={k: dumps(v) for k, v in batch.items()})
+        pipe.expire(BATCH_KEY.format(batch_id=batch_id), ttl)
+        for start in range(0, len(records), CREATE_CHUNK):
+            script(keys=[RUNS_INDEX_KEY, runs_key],
+                   args=[ttl, RUN_KEY.format(run_id=""),
+                         *map(dumps, records[start : start + CREATE_CHUNK])],
+                   client=pipe)
+        pipe.expire(runs_key, ttl)
+        pipe.execute()
 
     def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
         batch = BATCH_KEY.format(batch_id=batch_id)

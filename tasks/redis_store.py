@@ -55,6 +55,8 @@ class RedisRunStore(RedisBatches, RunStore):
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
+        if batch is not None and "dispatched" in batch:
+            return self.create_batch(records, batch)  # tasks.batch_store
         pipe = self.client.pipeline(transaction=True)
         index: dict[str, float] = {}
         for record in records:
