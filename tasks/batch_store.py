@@ -34,11 +34,14 @@ def _json(value: bytes | str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
-def batch_fields(batch_id: str, total: int, created_at: str, metadata: dict) -> dict[str, Any]:
-    """A new batch's hash: the contract's fields, the dispatch cursor, the log's seq and the
-    count of runs per status (`n:<status>`), all queued at first."""
+def batch_fields(batch_id: str, total: int, created_at: str, metadata: dict,
+                 queue: str = "default") -> dict[str, Any]:
+    """A new batch's hash: the contract's fields, the dispatch cursor and the queue its dispatch
+    task goes to, the log's seq and the count of runs per status (`n:<status>`), all queued at
+    first."""
     return {"batch_id": batch_id, "total": total, "created_at": created_at, "metadata": metadata,
-            "finished_at": None, "dispatched": 0, "log_seq": 0, "n:queued": total}
+            "finished_at": None, "dispatched": 0, "dispatch_queue": queue, "log_seq": 0,
+            "n:queued": total}
 
 
 def result_of(index: int, run_id: str, status: str | None, output: Any, error: Any) -> dict:
@@ -153,6 +156,7 @@ class MemoryBatches:
         frames.append({"seq": len(frames) + 1, "event": "run", "data": {
             "batch_id": batch_id, "index": run.get("index"), "run_id": run["run_id"],
             "status": new}})
+        batch["log_seq"] = len(frames)
         if new not in ENDED:
             return
         counts = {s: batch[f"n:{s}"] for s in BATCH_STATUSES if batch.get(f"n:{s}", 0) > 0}
@@ -160,6 +164,7 @@ class MemoryBatches:
             batch["finished_at"] = run.get("finished_at")
             frames.append({"seq": len(frames) + 1, "event": "done", "data": {
                 "batch_id": batch_id, "total": batch["total"], "counts": counts}})
+            batch["log_seq"] = len(frames)
 
     def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
         with self._changed:

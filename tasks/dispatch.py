@@ -111,5 +111,9 @@ def resume_stalled(rt, now: float) -> list[str]:
     for batch_id in stalled:
         log.warning("the dispatch of batch %s made no progress; resuming it", batch_id)
         rt.redis.zadd(DISPATCHING_KEY, {batch_id: now + BATCH_DISPATCH_STALE_S})
-        _send(batch_id, None)
+        batch = rt.store.batch(batch_id)
+        if batch is None:  # expired
+            rt.redis.zrem(DISPATCHING_KEY, batch_id)
+            continue
+        _send(batch_id, batch.get("dispatch_queue"))
     return stalled

@@ -161,9 +161,11 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
             raise type(exc)(f"runs[{index}]: {exc}") from None
     json_text(metadata or {}, "metadata")
     run_ids = [json.loads(r["run_id"]) for r in records]
-    rt.store.create(records, batch_fields(batch_id, len(records), created_at, metadata or {}))
+    queue = json.loads(records[0]["queue"])  # a worker that loads the first run's agent
+    rt.store.create(records, batch_fields(batch_id, len(records), created_at, metadata or {},
+                                          queue))
     try:
-        start_dispatch(batch_id, json.loads(records[0]["queue"]))
+        start_dispatch(batch_id, queue)
     except BrokerUnavailable:
         rt.store.delete(run_ids)
         raise

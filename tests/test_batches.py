@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.client import AsyncClient, BatchFrame, BatchResult, Client
-from streaming.constants import BATCH_DISPATCH_CHUNK, BATCH_KEY
+from streaming.constants import BATCH_DISPATCH_CHUNK, BATCH_DISPATCH_STALE_S, BATCH_KEY
 from tests.api_helpers import get_run, marker
 from tests.batch_support import (
     Subscriber,
@@ -176,3 +176,23 @@ def test_client_batch_stream_and_results(api_url):
     assert [f.seq for f in later] == list(range(31, 42))
     assert [(f.event, f.data) for f in later] == [(f.event, f.data) for f in frames[30:]]
     assert [r.run_id for r in got] == created.run_ids
+
+
+def test_a_batch_whose_dispatch_message_was_lost_is_resumed(runcast, worker, monkeypatch):
+    """The reaper's safety net: a batch whose dispatch made no progress gets a new dispatch
+    task (here its first one never reaches the broker)."""
+    from tasks import dispatch
+    from tasks.runtime import runtime
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "_send", lambda batch_id, queue: None)  # lost on its way
+        batch = runcast.submit_batch([{"agent": "echo", "input": {"i": i}} for i in range(30)])
+    time.sleep(1.0)
+    assert runcast.batch_status(batch["batch_id"])["counts"] == {"queued": 30}
+    rt = runtime()
+    assert batch["batch_id"] not in dispatch.resume_stalled(rt, time.time())  # not stale yet
+    later = time.time() + BATCH_DISPATCH_STALE_S + 1
+    assert batch["batch_id"] in dispatch.resume_stalled(rt, later)
+    status = eventually(lambda: (s := runcast.batch_status(batch["batch_id"]))["done"] and s,
+                        timeout=60, what="the resumed batch to finish")
+    assert status["counts"] == {"succeeded": 30}
