@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -49,6 +50,16 @@ def json_text(value: Any, what: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_filter(events: str) -> EventsFilter:
+    return EventsFilter(events)
+
+
+def _events_filter(events: Any) -> EventsFilter:
+    """EventsFilter(events); a filter named by a string is made once (a batch repeats it)."""
+    return _cached_filter(events) if isinstance(events, str) else EventsFilter(events)
+
+
 def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
              idempotency_key: str | None, batch_id: str | None, created_at: str,
              index: int | None = None) -> dict[str, str]:
@@ -57,7 +68,8 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     if spec is None:
         raise UnknownAgent(f"unknown agent {agent!r}")
     try:
-        spec_events = EventsFilter(events if events is not None else spec.events or settings.events)
+        spec_events = _events_filter(
+            events if events is not None else spec.events or settings.events)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(str(exc)) from None
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
@@ -70,9 +82,9 @@ def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadat
     if size > settings.max_input_bytes:
         raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
     limits = [settings.default_timeout] + [t for t in (spec.timeout, timeout) if t]
-    request_hash = hashlib.sha256(
+    request_hash = hashlib.sha256(  # compared only for an idempotency key
         dumps([agent, input_json, spec_events.spec, timeout, metadata_json]).encode()
-    ).hexdigest()[:32]
+    ).hexdigest()[:32] if idempotency_key is not None else None
     return new_record(
         new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
         metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
@@ -168,6 +180,7 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None) -> di
         start_dispatch(batch_id, queue)
     except BrokerUnavailable:
         rt.store.delete(run_ids)
+        rt.store.forget_batch(batch_id)
         raise
     return {"batch_id": batch_id, "run_ids": run_ids, "total": len(run_ids)}
 
@@ -345,10 +358,9 @@ def cancel_batch(batch_id: str, reason: str | None = None) -> dict[str, Any]:
     if store.batch(batch_id) is None:
         raise RunNotFound(f"no batch {batch_id!r}")
     store.stop_dispatch(batch_id)
-    finished_at = utc_now_iso()
-    for run_id, status in zip(ids := store.batch_run_ids(batch_id), store.statuses(ids),
-                              strict=True):
-        if status is not None and status not in TERMINAL:
-            store.cancel(run_id, reason, envelope_parts(run_id, "cancelled", {"reason": reason}),
-                         finished_at)  # one that ended meanwhile stays as it ended
+    ids = store.batch_run_ids(batch_id)
+    live = [r for r, s in zip(ids, store.statuses(ids), strict=True)
+            if s is not None and s not in TERMINAL]
+    cancelled = {r: envelope_parts(r, "cancelled", {"reason": reason}) for r in live}
+    store.cancel_many(live, reason, cancelled, utc_now_iso())  # one that ended meanwhile stays
     return batch_status(batch_id)

@@ -168,6 +168,15 @@ class RunStore(ABC):
         """Send no more of the batch's messages (it is being cancelled)."""
         raise NotImplementedError
 
+    def cancel_many(self, run_ids: list[str], reason: str | None,
+                    cancelled: dict[str, tuple[str, str]], finished_at: str) -> None:
+        """`cancel` of many runs (`cancelled`: each run's event parts)."""
+        raise NotImplementedError
+
+    def forget_batch(self, batch_id: str) -> None:
+        """Remove a batch whose dispatch could not begin (its runs go with `delete`)."""
+        raise NotImplementedError
+
     def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
         """The batch log's frames `{"seq", "event", "data"}` with seq > after, in order."""
         raise NotImplementedError

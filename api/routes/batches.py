@@ -24,7 +24,7 @@ NDJSON = "application/x-ndjson"
 
 @router.post("", status_code=202, response_model=BatchCreated)
 def submit_batch(body: BatchRequest) -> dict[str, Any]:
-    runs = [run.model_dump() for run in body.runs]
+    runs = [dict(run.__dict__) for run in body.runs]  # every field, as model_dump but cheaper
     return service.submit_batch(runs, body.metadata)
 
 
