@@ -71,6 +71,13 @@ def _hub() -> PubSubHub:
     return hub
 
 
+async def aclose() -> None:
+    """Close this event loop's hub of batch channels (the API's shutdown)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.aclose()
+
+
 @asynccontextmanager
 async def _live(batch_id: str) -> AsyncIterator[asyncio.Queue | None]:
     if runtime().redis is None:
