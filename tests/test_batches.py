@@ -101,6 +101,7 @@ def test_unknown_batch_and_bad_parameters(http):
     assert_error(http.get(f"/batches/{batch_id}/stream", headers={"Last-Event-ID": "x"}), 422)
 
 
+@pytest.mark.timeout(400)
 def test_large_batch_is_accepted_fast_and_streamed_exactly_once(http, api_url):
     total = 1500
     runs = [{"agent": "echo", "input": {"i": i}} for i in range(total)]
@@ -129,6 +130,7 @@ def test_large_batch_is_accepted_fast_and_streamed_exactly_once(http, api_url):
     assert [r["output"] for r in lines] == [{"echo": {"i": i}} for i in range(total)]
 
 
+@pytest.mark.timeout(300)
 def test_cancel_during_dispatch_cancels_the_rest(http, api_url, redis_client):
     total = 3000
     created = post_batch(http, [{"agent": "sleep", "input": {"seconds": 30}}] * total)

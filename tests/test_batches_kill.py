@@ -35,6 +35,7 @@ def server():
     server.cleanup()
 
 
+@pytest.mark.timeout(400)  # the broker gives the dispatch back after its visibility timeout
 def test_worker_killed_during_dispatch_loses_no_run_and_runs_none_twice(server):
     processes = []
     try:
