@@ -35,6 +35,7 @@ from api.client_base import (
     _expired,
     _Resume,
 )
+from api.client_batches import AsyncBatchMethods, BatchMethods
 from api.client_errors import (
     Conflict,
     InvalidRequest,
@@ -86,7 +87,7 @@ __all__ = [
 ]
 
 
-class Client(_BaseClient):
+class Client(BatchMethods, _BaseClient):
     """Blocking client: `with Client("http://localhost:8000", api_key=...) as client: ...`."""
 
     def __init__(
@@ -171,21 +172,6 @@ class Client(_BaseClient):
     def cancel_batch(self, batch_id: str) -> BatchStatus | Any:
         return self._batch_status_or_raw(self._send(self._cancel_batch(batch_id)))
 
-    def batch_stream(self, batch_id: str, after: int = 0) -> EventStream:
-        """The batch's frames (`BatchFrame`: a `run` per status change, then `done`) after
-        `after`, live, reconnecting with `Last-Event-ID` until `done`."""
-        return EventStream(lambda _: self._follow(batch_id, self._batch_resume(after)))
-
-    def batch_results(self, batch_id: str, after: int = 0,
-                      limit: int = 1000) -> Iterator[BatchResult]:
-        """Every result of the batch from index `after` on, in submit order, page by page."""
-        while True:
-            page = self._send(self._batch_results(batch_id, after, limit))
-            yield from page.results
-            after = page.next_after
-            if page.done or not page.results:
-                return
-
     def agents(self) -> AgentList:
         return self._send(self._agents())
 
@@ -257,7 +243,7 @@ class Client(_BaseClient):
             time.sleep(state.failed(cause))
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(AsyncBatchMethods, _BaseClient):
     """The async twin of `Client`: `async with AsyncClient(url) as client: ...`."""
 
     def __init__(
@@ -342,22 +328,6 @@ class AsyncClient(_BaseClient):
 
     async def cancel_batch(self, batch_id: str) -> BatchStatus | Any:
         return self._batch_status_or_raw(await self._send(self._cancel_batch(batch_id)))
-
-    def batch_stream(self, batch_id: str, after: int = 0) -> AsyncEventStream:
-        """The batch's frames (`BatchFrame`: a `run` per status change, then `done`) after
-        `after`, live, reconnecting with `Last-Event-ID` until `done`."""
-        return AsyncEventStream(lambda _: self._follow(batch_id, self._batch_resume(after)))
-
-    async def batch_results(self, batch_id: str, after: int = 0,
-                            limit: int = 1000) -> AsyncIterator[BatchResult]:
-        """Every result of the batch from index `after` on, in submit order, page by page."""
-        while True:
-            page = await self._send(self._batch_results(batch_id, after, limit))
-            for result in page.results:
-                yield result
-            after = page.next_after
-            if page.done or not page.results:
-                return
 
     async def agents(self) -> AgentList:
         return await self._send(self._agents())
