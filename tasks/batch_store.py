@@ -142,11 +142,14 @@ class RedisBatches:
         pipe.expire(runs_key, ttl)
         pipe.execute()
 
-    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+    def dispatch_chunk(self, batch_id: str, size: int, now: float,
+                       ahead: int | None = None) -> tuple[int, int, list | None]:
         batch = BATCH_KEY.format(batch_id=batch_id)
-        out = self._dispatch_chunk(
-            keys=[batch, BATCH_RUNS_KEY.format(batch_id=batch_id), QUEUED_KEY], args=[size, now])
+        out = self._dispatch_chunk(keys=[batch, BATCH_RUNS_KEY.format(batch_id=batch_id),
+                                         QUEUED_KEY], args=[size, now, ahead or 2**31])
         cursor = int(_s(out[0]))
+        if len(out) == 2:  # 'wait': `ahead` sent messages still wait
+            return cursor, int(_s(self.client.hget(batch, "total")) or 0), None
         runs = [(_s(out[i]), _json(out[i + 1]), _json(out[i + 2]))
                 for i in range(1, len(out), 3)]
         total = int(_s(self.client.hget(batch, "total")) or 0)
@@ -218,7 +221,8 @@ class MemoryBatches:
             self._batches.pop(batch_id, None)
             self._batch_runs.pop(batch_id, None)
 
-    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+    def dispatch_chunk(self, batch_id: str, size: int, now: float,
+                       ahead: int | None = None) -> tuple[int, int, list | None]:
         with self._changed:
             batch = self._batches.get(batch_id)
             if batch is None:

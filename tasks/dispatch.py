@@ -5,7 +5,9 @@ worker that takes it claims chunks of BATCH_DISPATCH_CHUNK runs with one Lua scr
 cursor moves on and the claimed runs are noted in QUEUED_KEY in the same step) and sends their
 messages through `tasks.service.enqueue`, the one function that builds a run's message. After
 BATCH_DISPATCH_BUDGET_S it sends itself again for the rest, so one batch never holds a worker
-process for long.
+process for long; and while BATCH_DISPATCH_AHEAD of the batch's messages still wait in the broker
+it sends itself again behind them instead of claiming more (the backlog stays short: the
+lost-message sweep, which scans the broker's queues, stays cheap).
 
 A worker that dies mid-dispatch loses nothing:
 - runs of a claimed chunk whose message was not sent are queued in the store and noted in
@@ -28,8 +30,10 @@ import time
 from contextlib import nullcontext
 
 from streaming.constants import (
+    BATCH_DISPATCH_AHEAD,
     BATCH_DISPATCH_BUDGET_S,
     BATCH_DISPATCH_CHUNK,
+    BATCH_DISPATCH_PAUSE_S,
     BATCH_DISPATCH_STALE_S,
     DISPATCHING_KEY,
 )
@@ -52,9 +56,10 @@ def start_dispatch(batch_id: str, queue: str | None = None) -> None:
     _send(batch_id, queue)
 
 
-def _send(batch_id: str, queue: str | None) -> None:
+def _send(batch_id: str, queue: str | None, countdown: float | None = None) -> None:
     try:
-        app.send_task(DISPATCH_TASK, args=[batch_id, queue], queue=queue or "default")
+        app.send_task(DISPATCH_TASK, args=[batch_id, queue], queue=queue or "default",
+                      countdown=countdown)
     except Exception as exc:
         raise BrokerUnavailable(f"the broker did not take the batch: {exc}") from exc
 
@@ -70,8 +75,13 @@ def dispatch(batch_id: str, budget_s: float | None = BATCH_DISPATCH_BUDGET_S,
     sent = 0
     with app.producer_or_acquire() as producer:
         while True:
-            cursor, total, runs = rt.store.dispatch_chunk(batch_id, BATCH_DISPATCH_CHUNK,
-                                                          time.time())
+            cursor, total, runs = rt.store.dispatch_chunk(
+                batch_id, BATCH_DISPATCH_CHUNK, time.time(),
+                None if budget_s is None else BATCH_DISPATCH_AHEAD)
+            if runs is None:  # enough of its messages wait: come back behind them
+                rt.redis.zadd(DISPATCHING_KEY, {batch_id: time.time() + BATCH_DISPATCH_STALE_S})
+                _send(batch_id, queue, countdown=BATCH_DISPATCH_PAUSE_S)
+                return sent
             with _pipelined(producer):
                 for run_id, agent, run_queue in runs:
                     enqueue(run_id, agent, producer=producer, queue=run_queue)

@@ -72,12 +72,16 @@ end
 
 # Claim the next chunk of a batch's runs to send to the broker, in submit order: the cursor
 # `dispatched` moves on, and the claimed runs still queued are noted in QUEUED_KEY (tasks.lost)
-# in the same step, so a dispatcher that dies before sending them loses none. KEYS: batch, batch
-# runs, queued. ARGV: chunk size, now. Returns the new cursor, then run id, agent, queue triples.
+# in the same step, so a dispatcher that dies before sending them loses none. While `ahead` of the
+# batch's messages already sent still wait (queued), none is claimed: the broker's backlog stays
+# short. KEYS: batch, batch runs, queued. ARGV: chunk size, now, ahead. Returns the new cursor,
+# then run id, agent, queue triples; or the cursor and 'wait'.
 DISPATCH_CHUNK = """
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 local start = tonumber(redis.call('HGET', KEYS[1], 'dispatched') or '0')
 if start >= total then return {tostring(start)} end
+local queued = tonumber(redis.call('HGET', KEYS[1], 'n:queued') or '0')
+if queued - (total - start) >= tonumber(ARGV[3]) then return {tostring(start), 'wait'} end
 local stop = math.min(start + tonumber(ARGV[1]), total)
 redis.call('HSET', KEYS[1], 'dispatched', stop)
 local out = {tostring(stop)}

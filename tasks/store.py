@@ -159,9 +159,11 @@ class RunStore(ABC):
         """A stale run: 'requeue' (now queued again), 'lost', 'timeout', or 'alive'/'gone'."""
 
     # Batches at scale (tasks.batch_store holds both stores' implementations).
-    def dispatch_chunk(self, batch_id: str, size: int, now: float) -> tuple[int, int, list]:
+    def dispatch_chunk(self, batch_id: str, size: int, now: float,
+                       ahead: int | None = None) -> tuple[int, int, list | None]:
         """Claim the next `size` runs of the batch to send: (cursor, total, [(run_id, agent,
-        queue)] of those still queued)."""
+        queue)] of those still queued); None instead of the list while `ahead` messages of the
+        batch already sent still wait in the broker."""
         raise NotImplementedError
 
     def stop_dispatch(self, batch_id: str) -> None:

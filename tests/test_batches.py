@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from api.client import AsyncClient, BatchFrame, BatchResult, Client
-from streaming.constants import BATCH_DISPATCH_CHUNK, BATCH_DISPATCH_STALE_S, BATCH_KEY
+from streaming.constants import (
+    BATCH_DISPATCH_AHEAD,
+    BATCH_DISPATCH_CHUNK,
+    BATCH_DISPATCH_PAUSE_S,
+    BATCH_DISPATCH_STALE_S,
+    BATCH_KEY,
+)
 from tests.api_helpers import get_run, marker
 from tests.batch_support import (
     Subscriber,
@@ -198,3 +204,27 @@ def test_a_batch_whose_dispatch_message_was_lost_is_resumed(runcast, worker, mon
     status = eventually(lambda: (s := runcast.batch_status(batch["batch_id"]))["done"] and s,
                         timeout=60, what="the resumed batch to finish")
     assert status["counts"] == {"succeeded": 30}
+
+
+@pytest.mark.timeout(300)
+def test_dispatch_pauses_while_enough_of_its_messages_wait(http, api_url, redis_client):
+    """The broker's backlog stays short: with every worker busy, the dispatch stops claiming once
+    BATCH_DISPATCH_AHEAD of the batch's messages wait, and goes on as they are taken."""
+    total = BATCH_DISPATCH_AHEAD + 3 * BATCH_DISPATCH_CHUNK
+    created = post_batch(http, [{"agent": "sleep", "input": {"seconds": 30}}] * total)
+    batch_id, run_ids = created["batch_id"], created["run_ids"]
+    batch_key = BATCH_KEY.format(batch_id=batch_id)
+
+    def cursor() -> int:
+        return int(redis_client.hget(batch_key, "dispatched") or 0)
+
+    try:
+        eventually(lambda: cursor() >= BATCH_DISPATCH_AHEAD, timeout=60, what="the dispatch")
+        time.sleep(3 * BATCH_DISPATCH_PAUSE_S + 1)  # it has come back, and found enough waiting
+        assert cursor() < total, "the dispatch sent every message while none was taken"
+        assert cursor() <= BATCH_DISPATCH_AHEAD + BATCH_DISPATCH_CHUNK
+    finally:
+        http.post(f"/batches/{batch_id}/cancel")
+    frames = read_batch_stream(api_url, batch_id, timeout=120)
+    check_batch_frames(frames, batch_id, run_ids)
+    assert frames[-1].data["counts"] == {"cancelled": total}
