@@ -138,3 +138,6 @@ def _stop_webhooks(**_kwargs) -> None:
     from tasks.webhook_delivery import stop_delivery
 
     stop_delivery()
+
+
+from tasks import dispatch as _dispatch  # noqa: F401 - registers runcast.dispatch_batch

@@ -10,13 +10,14 @@ from typing import Any
 
 from streaming.backends.memory import MemoryEventBackend
 from streaming.events import Event
+from tasks.batch_store import MemoryBatches
 from tasks.metrics import MemoryMetrics, MetricsSnapshot
 from tasks.settings import Settings
 from tasks.store import TERMINAL, Outcome, RunStore, decode_record
 from tasks.webhook_store import MemoryWebhookQueue
 
 
-class MemoryRunStore(RunStore):
+class MemoryRunStore(MemoryBatches, RunStore):
     """Same semantics as RedisRunStore, one lock instead of Lua scripts."""
 
     def __init__(self, events: MemoryEventBackend, *, ttl_s: int) -> None:
@@ -125,6 +126,7 @@ class MemoryRunStore(RunStore):
             self.metrics_counters.started(run["agent"], now - run["created_ts"],
                                           first="started_ts" not in run)
             run["started_ts"] = now
+            self._batch_log(run, "queued", "running")
             self._changed.notify_all()
             return Outcome("ok", "running", seq, self._public_copy(run_id))
 
@@ -140,7 +142,9 @@ class MemoryRunStore(RunStore):
             if attempt is not None and run["attempt"] != attempt:
                 return Outcome("fenced", run["status"])
             seq = self._add_event(run_id, terminal)
+            old = run["status"]
             self._end(run_id, run, status, fields, seq)
+            self._batch_log(run, old, status)
             return Outcome("ok", status, seq)
 
     def _end(self, run_id: str, run: dict[str, Any], status: str, fields: dict,
@@ -165,6 +169,7 @@ class MemoryRunStore(RunStore):
             if run["status"] == "queued":
                 seq = self._add_event(run_id, cancelled)
                 self._end(run_id, run, "cancelled", {"finished_at": finished_at}, seq)
+                self._batch_log(run, "queued", "cancelled")
                 return Outcome("cancelled", "queued")
         if self.on_cancel is not None:
             self.on_cancel(run_id, reason)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter
 from typing import Any
 
 import redis
@@ -15,7 +13,6 @@ from streaming.constants import (
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
     IDEMPOTENCY_KEY,
-    METRICS_SUBMITTED_KEY,
     QUEUED_KEY,
     RUN_KEY,
     RUNNING_KEY,
@@ -24,7 +21,8 @@ from streaming.constants import (
 )
 from streaming.events import dumps
 from tasks import lua
-from tasks.metrics import MetricsSnapshot, read_redis_metrics
+from tasks.batch_store import RedisBatches
+from tasks.metrics import MetricsSnapshot, count_submitted, read_redis_metrics
 from tasks.store import Outcome, RunStore, decode_record
 
 
@@ -43,7 +41,7 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return out
 
 
-class RedisRunStore(RunStore):
+class RedisRunStore(RedisBatches, RunStore):
     def __init__(self, client: redis.Redis, *, ttl_s: int, max_events: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
@@ -54,9 +52,12 @@ class RedisRunStore(RunStore):
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._prune_after: float | None = None  # where prune_index goes on (a score)
+        self._dispatch_chunk = client.register_script(lua.DISPATCH_CHUNK)
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
+        if batch is not None and "dispatched" in batch:
+            return self.create_batch(records, batch)  # tasks.batch_store
         pipe = self.client.pipeline(transaction=True)
         index: dict[str, float] = {}
         for record in records:
@@ -66,9 +67,9 @@ class RedisRunStore(RunStore):
             index[run_id] = float(record["created_ts"])
         if index:
             pipe.zadd(RUNS_INDEX_KEY, index)
-            pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
-        for agent, count in Counter(json.loads(r["agent"]) for r in records).items():
-            pipe.hincrby(METRICS_SUBMITTED_KEY, agent, count)  # runcast_runs_submitted_total
+            if batch is None:  # a batch's runs are noted as their dispatch claims them
+                pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
+        count_submitted(pipe, records)
         if batch is not None:
             batch_id = batch["batch_id"]
             ttl = UNFINISHED_RUN_TTL_S + self.ttl_s
