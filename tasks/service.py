@@ -78,7 +78,7 @@ def _events_filter(events: Any) -> EventsFilter:
 
 def _prepare(agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
              idempotency_key: str | None, batch_id: str | None, created_at: str,
-             index: int | None = None, webhook: str | None = None,
+             *, index: int | None = None, webhook: str | None = None,
              checked: set[str] | None = None) -> dict[str, str]:
     settings = runtime().settings
     spec = registry.get_agent(agent)
@@ -152,7 +152,7 @@ def submit_run(agent: str, input: Any = None, *, events: Any = None,
     """Like submit; also says whether the run is new (False: an idempotent repeat)."""
     rt = runtime()
     record = _prepare(agent, input, events, timeout, metadata, idempotency_key, batch_id,
-                      utc_now_iso(), webhook)
+                      utc_now_iso(), webhook=webhook)
     run_id = json.loads(record["run_id"])
     request_hash = json.loads(record["request_hash"])
     if idempotency_key is not None:
@@ -194,8 +194,8 @@ def submit_batch(runs: list[dict[str, Any]], metadata: dict | None = None,
         try:
             records.append(_prepare(
                 run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
-                run.get("metadata"), None, batch_id, created_at, index, run.get("webhook"),
-                checked,
+                run.get("metadata"), None, batch_id, created_at, index=index,
+                webhook=run.get("webhook"), checked=checked,
             ))
         except (UnknownAgent, InvalidRequest, InputTooLarge) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
