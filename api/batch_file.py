@@ -1,28 +1,32 @@
 """`runcast batch FILE.jsonl --agent NAME --out results.jsonl`, resumable.
 
-Each input line becomes one run with an idempotency key made from the file's line and its
-content, so running the command again finds the runs it already submitted instead of making
-new ones; lines whose results are already in the output file are skipped.
+The lines still to do go to the server as batches (`POST /batches`, up to 10,000 runs each). A
+live bar follows the batch stream (`GET /batches/{id}/stream`, not polling), and the results come
+from the results route in submit order: as soon as the runs of the next lines have ended, their
+results are appended to the output file, one line per input line.
+
+Resuming: the batch being worked on is noted next to the output file (`<out>.batch`), keyed by
+the agent, the files and the lines it holds. Running the command again skips the lines whose
+results are already written and goes on with the noted batch instead of submitting its runs again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
 from api.client import Client
+from api.client_errors import NotFound
+from streaming.constants import MAX_BATCH_RUNS
 
-SUBMIT_AHEAD = 200  # runs submitted ahead of the one being waited for
-
-
-def line_key(agent: str, out: Path, number: int, line: str) -> str:
-    """Same agent, results file, line number and line: the same run (for resuming)."""
-    digest = hashlib.sha256(f"{agent}\n{out.resolve()}\n{number}\n{line}".encode()).hexdigest()
-    return f"batch-{digest[:40]}"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+WRITE_EVERY_S = 0.2  # results are fetched at most this often while a batch runs (and at its end)
 
 
 def read_inputs(path: Path) -> list[tuple[int, str, object]]:
@@ -53,25 +57,93 @@ def done_count(out: Path) -> int:
     return complete
 
 
+def chunk_key(agent: str, path: Path, out: Path, chunk: list[tuple[int, str, object]]) -> str:
+    """Same agent, files and lines: the same batch (for resuming)."""
+    digest = hashlib.sha256(f"{agent}\n{path.resolve()}\n{out.resolve()}".encode())
+    for number, line, _payload in chunk:
+        digest.update(f"\n{number}\n{line}".encode())
+    return digest.hexdigest()
+
+
+def state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".batch")
+
+
+def noted_batch(out: Path, key: str) -> str | None:
+    try:
+        state = json.loads(state_path(out).read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("batch_id") if state.get("key") == key else None
+
+
 def run_batch(client: Client, path: Path, agent: str, out: Path, console: Console) -> int:
     """Returns how many runs did not succeed."""
     inputs = read_inputs(path)
-    skip = done_count(out)
     failures = 0
-    submitted: dict[int, str] = {}
-    with Progress(console=console) as progress, out.open("a") as sink:
-        bar = progress.add_task(f"{agent} × {len(inputs)}", total=len(inputs), completed=skip)
-        todo = inputs[skip:]
-        for index, (number, line, payload) in enumerate(todo):
-            for ahead in todo[index : index + SUBMIT_AHEAD]:
-                if ahead[0] not in submitted:
-                    run = client.submit(agent, ahead[2], idempotency_key=line_key(agent, out, *ahead[:2]))
-                    submitted[ahead[0]] = run.run_id
-            run = client.wait(submitted.pop(number))
-            failures += run.status != "succeeded"
-            result = {"line": number, "run_id": run.run_id, "status": run.status,
-                      "output": run.output, "error": run.error.model_dump() if run.error else None}
-            sink.write(json.dumps(result) + "\n")
-            sink.flush()
-            progress.advance(bar)
+    with Progress(console=console) as progress:
+        bar = progress.add_task(f"{agent} × {len(inputs)}", total=len(inputs))
+        while (written := done_count(out)) < len(inputs):
+            first = written // MAX_BATCH_RUNS * MAX_BATCH_RUNS  # chunks are fixed per file
+            chunk = inputs[first : first + MAX_BATCH_RUNS]
+            key = chunk_key(agent, path, out, chunk)
+            batch_id = noted_batch(out, key)
+            if batch_id is not None:
+                try:
+                    client.batch(batch_id)
+                except NotFound:  # expired: submit it again
+                    batch_id = None
+            if batch_id is None:
+                created = client.submit_batch([{"agent": agent, "input": payload}
+                                               for _n, _l, payload in chunk])
+                batch_id = created.batch_id
+                state_path(out).write_text(json.dumps({"key": key, "batch_id": batch_id}))
+            failures += follow(client, batch_id, chunk, first, written - first, out,
+                               lambda n: progress.update(bar, completed=n))
+        progress.update(bar, completed=len(inputs))
+    state_path(out).unlink(missing_ok=True)
+    return failures
+
+
+def follow(client: Client, batch_id: str, chunk: list, first: int, written: int, out: Path,
+           show) -> int:
+    """Watch the batch's stream; append the results of each finished prefix of its runs."""
+    ended = bytearray(len(chunk))
+    count = 0
+    ready = written  # runs 0..ready-1 have ended
+    failures = 0
+    last_write = 0.0
+    with out.open("a") as sink, client.batch_stream(batch_id) as frames:
+        for frame in frames:
+            data = frame.data
+            if frame.event == "run" and data.get("status") in TERMINAL:
+                index = data["index"]
+                if not ended[index]:
+                    ended[index] = 1
+                    count += 1
+                    show(first + max(count, written))
+                while ready < len(chunk) and ended[ready]:
+                    ready += 1
+            done = frame.event == "done"
+            if ready > written and (done or time.monotonic() - last_write >= WRITE_EVERY_S):
+                failures += write(client, batch_id, chunk, written, ready, sink)
+                written, last_write = ready, time.monotonic()
+            if done:
+                break
+        if written < len(chunk):  # the stream ended: every run has ended
+            failures += write(client, batch_id, chunk, written, len(chunk), sink)
+    return failures
+
+
+def write(client: Client, batch_id: str, chunk: list, start: int, stop: int, sink) -> int:
+    failures = 0
+    results = client.batch_results(batch_id, after=start, limit=stop - start)
+    for result in itertools.islice(results, stop - start):
+        number = chunk[result.index][0]
+        failures += result.status != "succeeded"
+        line = {"line": number, "run_id": result.run_id, "status": result.status,
+                "output": result.output,
+                "error": result.error.model_dump() if result.error else None}
+        sink.write(json.dumps(line) + "\n")
+    sink.flush()
     return failures

@@ -35,6 +35,7 @@ from api.client_base import (
     _expired,
     _Resume,
 )
+from api.client_batches import AsyncBatchMethods, BatchMethods
 from api.client_errors import (
     Conflict,
     InvalidRequest,
@@ -50,6 +51,8 @@ from api.client_errors import (
 from api.schemas import (
     AgentList,
     BatchCreated,
+    BatchFrame,
+    BatchResult,
     BatchStatus,
     EventsPage,
     Health,
@@ -69,6 +72,8 @@ __all__ = [
     "WAIT_SLACK_S",
     "AsyncClient",
     "AsyncEventStream",
+    "BatchFrame",
+    "BatchResult",
     "Client",
     "Conflict",
     "EventStream",
@@ -82,7 +87,7 @@ __all__ = [
 ]
 
 
-class Client(_BaseClient):
+class Client(BatchMethods, _BaseClient):
     """Blocking client: `with Client("http://localhost:8000", api_key=...) as client: ...`."""
 
     def __init__(
@@ -238,7 +243,7 @@ class Client(_BaseClient):
             time.sleep(state.failed(cause))
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(AsyncBatchMethods, _BaseClient):
     """The async twin of `Client`: `async with AsyncClient(url) as client: ...`."""
 
     def __init__(

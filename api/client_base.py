@@ -19,6 +19,8 @@ from api.client_errors import RuncastClientError, ServerUnavailable, error_from_
 from api.schemas import (
     AgentList,
     BatchCreated,
+    BatchFrame,
+    BatchResults,
     BatchStatus,
     EventsPage,
     Health,
@@ -174,6 +176,34 @@ class _Resume:
         delay = min(RECONNECT_DELAY_MAX_S, base * 2**self.failures)
         self.failures += 1
         return delay * random.uniform(0.5, 1.0)
+
+
+class _BatchResume(_Resume):
+    """Where a followed batch stream stands: the last batch seq yielded, `done` seen."""
+
+    __slots__ = ()
+
+    def request(self, batch_id: str, timeout: httpx.Timeout) -> _Call:
+        self.connecting()
+        return _Call("GET", _path("batches", batch_id, "stream"), params={"after": self.last_seq},
+                     timeout=timeout)
+
+    def accept(self, frame: SSEFrame) -> BatchFrame | None:  # type: ignore[override]
+        try:
+            seq = int(frame.id or "")
+            data = json.loads(frame.data)
+        except ValueError as exc:
+            raise RuncastClientError(None, f"not a batch frame ({frame.event})") from exc
+        if self.done or seq <= self.last_seq:
+            return None
+        self.last_seq = seq
+        self.failures = 0
+        self.done = frame.event == "done"
+        return BatchFrame(seq=seq, event=frame.event, data=data)
+
+    @staticmethod
+    def dropped() -> _Dropped:
+        return _Dropped("the batch stream ended before its done frame")
 
 
 class EventStream(Iterator[Event]):
@@ -345,6 +375,13 @@ class _BaseClient:
 
     def _batch(self, batch_id: str) -> _Call:
         return _Call("GET", _path("batches", batch_id), BatchStatus)
+
+    def _batch_resume(self, after: int) -> _BatchResume:
+        return _BatchResume(last_seq=after, reconnect_timeout=self.reconnect_timeout)
+
+    def _batch_results(self, batch_id: str, after: int, limit: int) -> _Call:
+        params = {"after": after, "limit": limit}
+        return _Call("GET", _path("batches", batch_id, "results"), BatchResults, params=params)
 
     def _cancel_batch(self, batch_id: str) -> _Call:
         return _Call("POST", _path("batches", batch_id, "cancel"))

@@ -123,6 +123,30 @@ class BatchStatus(_Response):
     done: bool
     webhook: str | None = None
     webhook_status: WebhookStatus | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class BatchResult(_Response):
+    index: int
+    run_id: str
+    status: str
+    output: Any = None
+    error: RunError | None = None
+
+
+class BatchResults(_Response):
+    results: list[BatchResult]
+    next_after: int
+    done: bool
+
+
+class BatchFrame(_Response):
+    """One frame of GET /batches/{id}/stream: `event` is `run` or `done`, `seq` its id."""
+
+    seq: int
+    event: str
+    data: dict[str, Any]
 
 
 class AgentInfo(_Response):

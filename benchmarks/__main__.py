@@ -6,7 +6,7 @@ import platform
 import sys
 from datetime import UTC, datetime
 
-BENCHMARKS = ["benchmarks.emit", "benchmarks.runs", "benchmarks.sse"]
+BENCHMARKS = ["benchmarks.emit", "benchmarks.runs", "benchmarks.sse", "benchmarks.batches"]
 
 
 def main() -> int:

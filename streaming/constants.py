@@ -12,6 +12,10 @@ RUNS_INDEX_KEY = KEY_PREFIX + "runs"  # zset: run_id scored by created_at
 RUNNING_KEY = KEY_PREFIX + "running"  # zset: run_id scored by heartbeat deadline
 BATCH_KEY = KEY_PREFIX + "batch:{batch_id}"  # hash: batch fields
 BATCH_RUNS_KEY = KEY_PREFIX + "batch-runs:{batch_id}"  # list of run ids, in submit order
+# The batch's own log (one frame per status change of its runs, then `done`) and its channel.
+BATCH_EVENTS_KEY = KEY_PREFIX + "batch-events:{batch_id}"  # stream, entry ids 0-<seq>
+BATCH_EVENTS_CHANNEL = KEY_PREFIX + "batch-live:{batch_id}"
+DISPATCHING_KEY = KEY_PREFIX + "dispatching"  # zset: batch_id scored by when dispatch is stale
 IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
 CANCEL_CHANNEL = KEY_PREFIX + "cancel"  # payload: run_id
 REAPER_LOCK_KEY = KEY_PREFIX + "reaper-lock"
@@ -54,6 +58,12 @@ HEARTBEAT_STALE_S = 10.0  # a running run whose heartbeat is older is lost
 REAPER_INTERVAL_S = 3.0  # how often workers look for lost runs
 MAX_WAIT_S = 300  # longest GET /runs/{id}/wait
 MAX_BATCH_RUNS = 10_000
+BATCH_DISPATCH_CHUNK = 500  # broker messages a worker claims and sends at once
+BATCH_DISPATCH_BUDGET_S = 5.0  # one dispatch task sends chunks this long, then re-enqueues itself
+BATCH_DISPATCH_AHEAD = 2_000  # a batch's messages waiting in the broker before dispatch pauses
+BATCH_DISPATCH_PAUSE_S = 0.5  # a paused dispatch looks again after (at least) this long
+BATCH_DISPATCH_STALE_S = 60.0  # a batch whose dispatch made no progress this long is resumed
+BATCH_PAGE_RUNS = 1_000  # runs read at once for results and NDJSON
 MAX_INPUT_DEPTH = 100  # nesting levels (arrays, objects) of a run's input or metadata
 MAX_OUTPUT_DEPTH = 200  # ... of its output: the API's JSON serializer gives up at about 250
 

@@ -9,6 +9,7 @@ from celery import Celery
 
 from tasks import monitor, registry
 from tasks.celery_config import routes
+from tasks.dispatch import register_dispatch_task
 from tasks.execute import execute_run
 
 if TYPE_CHECKING:
@@ -44,5 +45,6 @@ def register_agent_task(app: Celery, spec: registry.AgentSpec,
 
 
 def serve_agents(app: Celery, runtime: Callable[[], Runtime]) -> None:
-    """Every agent, registered now or later, as a task of `app`."""
+    """Every agent, registered now or later, as a task of `app`; and the batch dispatch task."""
     registry.on_register(lambda spec: register_agent_task(app, spec, runtime))
+    register_dispatch_task(app, runtime)

@@ -24,3 +24,4 @@ BATCH_MAX_RUNS = 10_000  # runs in one batch
 LIST_MAX_SCANNED = 20_000  # run records one list request looks at before it stops
 MAX_IDLE_PUBSUBS = 8  # pub/sub connections kept for the next wait
 HANDLER_THREADS_KEPT = 8  # idle handler threads kept for the next run
+STALLED_DISPATCHES_READ = 100  # stalled batch dispatches the reaper resumes per tick

@@ -5,6 +5,8 @@ status, so the event is in the log no later than the status, and a run never get
 """
 
 from streaming.constants import (
+    BATCH_EVENTS_CHANNEL,
+    BATCH_EVENTS_KEY,
     BATCH_KEY,
     BATCH_RUNS_KEY,
     METRICS_EVENTS_KEY,
@@ -12,6 +14,7 @@ from streaming.constants import (
     METRICS_RUN_DURATION_KEY,
     METRICS_RUN_QUEUE_KEY,
     RUN_DURATION_BUCKETS_S,
+    RUN_KEY,
     RUN_QUEUE_BUCKETS_S,
     WEBHOOKS_DUE_KEY,
 )
@@ -115,6 +118,76 @@ local function webhook_due(run, run_id)
 end
 """.format(due=WEBHOOKS_DUE_KEY, batch=BATCH_KEY.format(batch_id=""))
 
+# The batch's log: where a run of a batch changes status (`old` -> `new`), one `run` frame goes
+# to the batch's stream and channel, numbered by the batch's own seq; once every run has ended, a
+# `done` frame with the counts follows, `finished_at` is set and the log expires in `ttl` (nil:
+# not a terminal change). Counts per status live in the batch hash as `n:<status>`.
+# Called right after the status write. KEYS: the run (its record).
+BATCH_LOG = """
+local function batch_log(run, run_id, old, new, ttl)
+  local id = redis.call('HGET', run, 'batch_id')
+  if not id or id == 'null' then return end
+  id = cjson.decode(id)
+  local batch = '{batch}' .. id
+  if redis.call('EXISTS', batch) == 0 then return end
+  local log = '{log}' .. id
+  redis.call('HINCRBY', batch, 'n:' .. old, -1)
+  redis.call('HINCRBY', batch, 'n:' .. new, 1)
+  local function append(event, data)
+    local seq = redis.call('HINCRBY', batch, 'log_seq', 1)
+    local frame = cjson.encode({seq = seq, event = event, data = data})
+    redis.call('XADD', log, '0-' .. seq, 'f', frame)
+    redis.call('PUBLISH', '{channel}' .. id, frame)
+    if seq == 1 then redis.call('PEXPIRE', log, redis.call('PTTL', batch)) end
+    return seq
+  end
+  local index = tonumber(redis.call('HGET', run, 'index') or 'null')
+  append('run', {batch_id = id, index = index, run_id = run_id, status = new})
+  if not ttl then return end
+  local total = tonumber(redis.call('HGET', batch, 'total'))
+  local counts, ended = {}, 0
+  for _, st in ipairs({'queued', 'running', 'succeeded', 'failed', 'cancelled'}) do
+    local n = tonumber(redis.call('HGET', batch, 'n:' .. st) or '0')
+    if n > 0 then counts[st] = n end
+    if st == 'succeeded' or st == 'failed' or st == 'cancelled' then ended = ended + n end
+  end
+  if ended < total then return end
+  redis.call('HSET', batch, 'finished_at', redis.call('HGET', run, 'finished_at') or 'null')
+  append('done', {batch_id = id, total = total, counts = counts})
+  redis.call('EXPIRE', log, ttl)
+end
+""".replace("{batch}", BATCH_KEY.format(batch_id="")).replace(
+    "{log}", BATCH_EVENTS_KEY.format(batch_id="")).replace(
+    "{channel}", BATCH_EVENTS_CHANNEL.format(batch_id=""))
+
+# Claim the next chunk of a batch's runs to send to the broker, in submit order: the cursor
+# `dispatched` moves on, and the claimed runs still queued are noted in QUEUED_KEY (tasks.lost)
+# in the same step, so a dispatcher that dies before sending them loses none. While `ahead` of the
+# batch's messages already sent still wait (queued), none is claimed: the broker's backlog stays
+# short. KEYS: batch, batch runs, queued. ARGV: chunk size, now, ahead. Returns the new cursor,
+# then run id, agent, queue, input (JSON text) quadruples; or the cursor and 'wait'.
+DISPATCH_CHUNK = """
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+local start = tonumber(redis.call('HGET', KEYS[1], 'dispatched') or '0')
+if start >= total then return {tostring(start)} end
+local queued = tonumber(redis.call('HGET', KEYS[1], 'n:queued') or '0')
+if queued - (total - start) >= tonumber(ARGV[3]) then return {tostring(start), 'wait'} end
+local stop = math.min(start + tonumber(ARGV[1]), total)
+redis.call('HSET', KEYS[1], 'dispatched', stop)
+local out = {tostring(stop)}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], start, stop - 1)) do
+  local v = redis.call('HMGET', '{run}' .. id, 'status', 'agent', 'queue', 'input')
+  if v[1] == 'queued' then
+    redis.call('ZADD', KEYS[3], ARGV[2], id)
+    out[#out + 1] = id
+    out[#out + 1] = v[2]
+    out[#out + 1] = v[3] or 'null'
+    out[#out + 1] = v[4] or 'null'
+  end
+end
+return out
+""".replace("{run}", RUN_KEY.format(run_id=""))
+
 # Append one event numbered last seq + 1. KEYS: stream. Args: channel, maxlen, ttl, prefix, suffix.
 ADD_EVENT = """
 local function add_event(stream, channel, maxlen, ttl, prefix, suffix)
@@ -135,7 +208,7 @@ end
 
 # KEYS: run, stream, running, queued. ARGV: attempt, channel, maxlen, ttl, prefix, suffix, run_id,
 # heartbeat deadline, now (epoch s; the deadline is now + the run's timeout), field/value pairs.
-CLAIM = ADD_EVENT + METRICS + """
+CLAIM = ADD_EVENT + METRICS + BATCH_LOG + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if st ~= 'queued' then return {'status', st} end
@@ -150,6 +223,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', ARGV[1], 'deadline',
 metrics_started(KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[7]) end  -- no longer waiting for its message
+batch_log(KEYS[1], ARGV[7], 'queued', 'running', nil)
 local out = {'ok', tostring(seq)}
 -- only what the execution needs (the whole record costs both ends time on every run)
 local names = {'input', 'events', 'timeout', 'cancel_requested', 'cancel_reason'}
@@ -160,7 +234,7 @@ return out
 
 # KEYS: run, stream, running. ARGV: expect ('running', 'queued' or 'active'), attempt ('' for
 # any), status, channel, maxlen, ttl, prefix, suffix, run_id, then field/value pairs.
-FINISH = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + """
+FINISH = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + BATCH_LOG + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -175,12 +249,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[9])
 end_in_batch(KEYS[1], ARGV[6])
 webhook_due(KEYS[1], ARGV[9])
+batch_log(KEYS[1], ARGV[9], st, ARGV[3], ARGV[6])
 return {'ok', tostring(seq)}
 """
 
 # KEYS: run, stream, running, queued. ARGV: channel, maxlen, ttl, prefix, suffix, run_id, reason
 # (JSON), finished_at (JSON), cancel channel, cancel message.
-CANCEL = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + """
+CANCEL = ADD_EVENT + END_IN_BATCH + WEBHOOK_DUE + METRICS + BATCH_LOG + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing', ''} end
 if is_terminal(st) then return {'terminal', st} end
@@ -194,6 +269,7 @@ if st == 'queued' then
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[6]) end
   end_in_batch(KEYS[1], ARGV[3])
   webhook_due(KEYS[1], ARGV[6])
+  batch_log(KEYS[1], ARGV[6], 'queued', 'cancelled', ARGV[3])
   return {'cancelled', st}
 end
 redis.call('PUBLISH', ARGV[9], ARGV[10])
@@ -202,7 +278,7 @@ return {'requested', st}
 
 # A running run whose heartbeat is stale: requeue it, or say it must fail.
 # KEYS: run, running. ARGV: run_id, now (epoch s), max attempts.
-REAP = """
+REAP = BATCH_LOG + """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return {'alive', ''} end
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -216,6 +292,7 @@ if deadline and deadline < tonumber(ARGV[2]) then return {'timeout', att} end
 if tonumber(att) >= tonumber(ARGV[3]) then return {'lost', att} end
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('ZREM', KEYS[2], ARGV[1])
+batch_log(KEYS[1], ARGV[1], 'running', 'queued', nil)
 return {'requeue', att}
 """
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from streaming.backends.memory import MemoryEventBackend
 from streaming.events import Event
+from tasks.batch_store import MemoryBatches
 from tasks.errors import RunNotFound
 from tasks.metrics import MemoryMetrics, MetricsSnapshot
 from tasks.settings import Settings
@@ -17,7 +18,7 @@ from tasks.store import CLAIM_FIELDS, TERMINAL, Outcome, RunStore, decode_record
 from tasks.webhook_store import MemoryWebhookQueue
 
 
-class MemoryRunStore(RunStore):
+class MemoryRunStore(MemoryBatches, RunStore):
     """Same semantics as RedisRunStore, one lock instead of Lua scripts."""
 
     def __init__(self, events: MemoryEventBackend, *, ttl_s: int) -> None:
@@ -127,6 +128,7 @@ class MemoryRunStore(RunStore):
             self.metrics_counters.started(run["agent"], now - run["created_ts"],
                                           first="started_ts" not in run)
             run["started_ts"] = now
+            self._batch_log(run, "queued", "running")
             self._changed.notify_all()
             claimed = {name: run[name] for name in CLAIM_FIELDS if name in run}
             return Outcome("ok", "running", seq, dict(claimed, last_seq=seq))
@@ -143,7 +145,9 @@ class MemoryRunStore(RunStore):
             if attempt is not None and run["attempt"] != attempt:
                 return Outcome("fenced", run["status"])
             seq = self._add_event(run_id, terminal)
+            old = run["status"]
             self._end(run_id, run, status, fields, seq)
+            self._batch_log(run, old, status)
             return Outcome("ok", status, seq)
 
     def _end(self, run_id: str, run: dict[str, Any], status: str, fields: dict,
@@ -168,6 +172,7 @@ class MemoryRunStore(RunStore):
             if run["status"] == "queued":
                 seq = self._add_event(run_id, cancelled)
                 self._end(run_id, run, "cancelled", {"finished_at": finished_at}, seq)
+                self._batch_log(run, "queued", "cancelled")
                 return Outcome("cancelled", "queued")
         if self.on_cancel is not None:
             self.on_cancel(run_id, reason)
@@ -227,6 +232,16 @@ class MemoryRunStore(RunStore):
 
     def record_webhook_delivery(self, outcome) -> None:
         self.metrics_counters.webhook_delivery(outcome)
+
+    # embedded mode dispatches a batch within its request: nothing to watch
+    def dispatch_pending(self, batch_id, stale_at) -> None:
+        pass
+
+    def dispatch_done(self, batch_id) -> None:
+        pass
+
+    def stalled_dispatches(self, now):
+        return []
 
 
 def embedded_parts(settings: Settings) -> tuple[MemoryEventBackend, MemoryRunStore]:

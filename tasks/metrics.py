@@ -10,12 +10,16 @@ sum of the observations in microseconds).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.constants import (
+    BATCH_KEY,
+    DISPATCHING_KEY,
     METRICS_EVENTS_KEY,
     METRICS_FINISHED_KEY,
     METRICS_RUN_DURATION_KEY,
@@ -86,6 +90,12 @@ def _histograms(raw: dict, bounds: tuple[float, ...]) -> dict[str, Histogram]:
     return out
 
 
+def count_submitted(pipe: Any, records: list[dict[str, str]]) -> None:
+    """runcast_runs_submitted_total: add the records' runs, by agent, to a pipeline being sent."""
+    for agent, count in Counter(json.loads(r["agent"]) for r in records).items():
+        pipe.hincrby(METRICS_SUBMITTED_KEY, agent, count)
+
+
 def read_redis_metrics(client: Any, queued_key: str, running_key: str) -> MetricsSnapshot:
     """Every metric of the fleet from Redis, in one pipeline."""
     pipe = client.pipeline(transaction=False)
@@ -94,7 +104,10 @@ def read_redis_metrics(client: Any, queued_key: str, running_key: str) -> Metric
         pipe.hgetall(key)
     pipe.zcard(queued_key)
     pipe.zcard(running_key)
-    submitted, finished, events, duration, queue, webhooks, queued, running = pipe.execute()
+    pipe.zrange(DISPATCHING_KEY, 0, -1)
+    submitted, finished, events, duration, queue, webhooks, queued, running, dispatching = (
+        pipe.execute())
+    queued = int(queued) + _undispatched(client, dispatching)
     by_agent_status = {}
     for key, value in _counts(finished).items():
         status, _, agent = key.partition(":")
@@ -108,6 +121,21 @@ def read_redis_metrics(client: Any, queued_key: str, running_key: str) -> Metric
         in_progress={"queued": int(queued), "running": int(running)},
         webhook_deliveries=_counts(webhooks),
     )
+
+
+def _undispatched(client: Any, batch_ids: list) -> int:
+    """Queued runs of batches whose broker messages the workers have not sent yet: they are in
+    the queued set only once their dispatch claims them (tasks/dispatch.py)."""
+    if not batch_ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for batch_id in batch_ids:
+        pipe.hmget(BATCH_KEY.format(batch_id=_s(batch_id)), "total", "dispatched")
+    waiting = 0
+    for total, dispatched in pipe.execute():
+        if total is not None:
+            waiting += max(0, int(total) - int(dispatched or 0))
+    return waiting
 
 
 class MemoryMetrics:

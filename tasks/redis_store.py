@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import redis
@@ -16,8 +14,8 @@ from streaming.constants import (
     BATCH_KEY,
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
+    DISPATCHING_KEY,
     IDEMPOTENCY_KEY,
-    METRICS_SUBMITTED_KEY,
     METRICS_WEBHOOK_DELIVERIES_KEY,
     QUEUED_KEY,
     REAPER_LOCK_KEY,
@@ -29,10 +27,11 @@ from streaming.constants import (
 )
 from streaming.events import dumps
 from tasks import lua
+from tasks.batch_store import RedisBatches
 from tasks.cancel_listener import CancelSubscriber
-from tasks.constants import MAX_IDLE_PUBSUBS
+from tasks.constants import MAX_IDLE_PUBSUBS, STALLED_DISPATCHES_READ
 from tasks.errors import RunNotFound
-from tasks.metrics import MetricsSnapshot, read_redis_metrics
+from tasks.metrics import MetricsSnapshot, count_submitted, read_redis_metrics
 from tasks.store import TERMINAL, Outcome, RunStore, decode_record, public
 from tasks.webhook_store import RedisWebhookQueue
 
@@ -52,7 +51,7 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return out
 
 
-class RedisRunStore(RunStore):
+class RedisRunStore(RedisBatches, RunStore):
     def __init__(self, client: redis.Redis, *, ttl_s: int, max_events: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
@@ -63,6 +62,7 @@ class RedisRunStore(RunStore):
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._prune_after: float | None = None  # where prune_index goes on (a score)
+        self._dispatch_chunk = client.register_script(lua.DISPATCH_CHUNK)
         # Pub/sub connections of finished waits, kept for the next one: a wait then costs a
         # SUBSCRIBE, not a new connection (connect, handshake, SUBSCRIBE, close).
         self._idle_pubsubs: list[Any] = []
@@ -70,6 +70,8 @@ class RedisRunStore(RunStore):
 
     # -- creating ---------------------------------------------------------------------------
     def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
+        if batch is not None and "dispatched" in batch:
+            return self.create_batch(records, batch)  # tasks.batch_store
         pipe = self.client.pipeline(transaction=True)
         index: dict[str, float] = {}
         for record in records:
@@ -79,9 +81,9 @@ class RedisRunStore(RunStore):
             index[run_id] = float(record["created_ts"])
         if index:
             pipe.zadd(RUNS_INDEX_KEY, index)
-            pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
-        for agent, count in Counter(json.loads(r["agent"]) for r in records).items():
-            pipe.hincrby(METRICS_SUBMITTED_KEY, agent, count)  # runcast_runs_submitted_total
+            if batch is None:  # a batch's runs are noted as their dispatch claims them
+                pipe.zadd(QUEUED_KEY, index)  # found again if its message is lost (tasks.lost)
+        count_submitted(pipe, records)
         if batch is not None:
             batch_id = batch["batch_id"]
             ttl = UNFINISHED_RUN_TTL_S + self.ttl_s
@@ -335,6 +337,16 @@ class RedisRunStore(RunStore):
 
     def record_webhook_delivery(self, outcome: str) -> None:
         self.client.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
+
+    def dispatch_pending(self, batch_id: str, stale_at: float) -> None:
+        self.client.zadd(DISPATCHING_KEY, {batch_id: stale_at})
+
+    def dispatch_done(self, batch_id: str) -> None:
+        self.client.zrem(DISPATCHING_KEY, batch_id)
+
+    def stalled_dispatches(self, now: float) -> list[str]:
+        return [_s(m) for m in self.client.zrangebyscore(DISPATCHING_KEY, "-inf", now, start=0,
+                                                           num=STALLED_DISPATCHES_READ)]
 
     def close(self) -> None:
         with self._idle_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -12,7 +13,9 @@ from streaming.constants import MAX_INPUT_DEPTH
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from streaming.filters import EventsFilter
 from tasks import registry
+from tasks.batch_store import batch_fields
 from tasks.constants import BATCH_MAX_RUNS, LIST_MAX_SCANNED
+from tasks.dispatch import start_dispatch
 from tasks.errors import (
     BrokerUnavailable,
     InputTooLarge,
@@ -61,16 +64,27 @@ def _webhook(rt: Runtime, url: str | None, checked: set[str] | None = None) -> s
     return url
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_filter(events: str) -> EventsFilter:
+    return EventsFilter(events)
+
+
+def _events_filter(events: Any) -> EventsFilter:
+    """EventsFilter(events); a filter named by a string is made once (a batch repeats it)."""
+    return _cached_filter(events) if isinstance(events, str) else EventsFilter(events)
+
+
 def _prepare(rt: Runtime, agent: str, input: Any, events: Any, timeout: float | None, metadata: dict | None,
              idempotency_key: str | None, batch_id: str | None, created_at: str,
-             webhook: str | None = None,
+             *, index: int | None = None, webhook: str | None = None,
              checked: set[str] | None = None) -> dict[str, str]:
     settings = rt.settings
     spec = registry.get_agent(agent)
     if spec is None:
         raise UnknownAgent(f"unknown agent {agent!r}")
     try:
-        spec_events = EventsFilter(events if events is not None else spec.events or settings.events)
+        spec_events = _events_filter(
+            events if events is not None else spec.events or settings.events)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(str(exc)) from None
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
@@ -84,14 +98,17 @@ def _prepare(rt: Runtime, agent: str, input: Any, events: Any, timeout: float | 
         raise InputTooLarge(f"input is {size} bytes, over the limit of {settings.max_input_bytes}")
     limits = [settings.default_timeout] + [t for t in (spec.timeout, timeout) if t]
     webhook = _webhook(rt, webhook, checked)  # last: its DNS lookup is the slow part
-    hashed = [agent, input_json, spec_events.spec, timeout, metadata_json]
-    if webhook is not None:
-        hashed.append(webhook)
-    request_hash = hashlib.sha256(dumps(hashed).encode()).hexdigest()[:32]
+    request_hash = None  # compared only for an idempotency key
+    if idempotency_key is not None:
+        hashed = [agent, input_json, spec_events.spec, timeout, metadata_json]
+        if webhook is not None:
+            hashed.append(webhook)
+        request_hash = hashlib.sha256(dumps(hashed).encode()).hexdigest()[:32]
     return new_record(
         new_id(), agent, input_json, events=spec_events.spec, timeout=min(limits),
         metadata=metadata or {}, batch_id=batch_id, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_at=created_at, queue=spec.queue, webhook=webhook,
+        request_hash=request_hash, created_at=created_at, queue=spec.queue, index=index,
+        webhook=webhook,
     )
 
 
@@ -109,7 +126,7 @@ def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None
                batch_id: str | None = None, webhook: str | None = None) -> tuple[str, bool]:
     """Like submit; also says whether the run is new (False: an idempotent repeat)."""
     record = _prepare(rt, agent, input, events, timeout, metadata, idempotency_key, batch_id,
-                      utc_now_iso(), webhook)
+                      utc_now_iso(), webhook=webhook)
     run_id = json.loads(record["run_id"])
     request_hash = json.loads(record["request_hash"])
     if idempotency_key is not None:
@@ -134,8 +151,9 @@ def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None
 
 def submit_batch(rt: Runtime, runs: list[dict[str, Any]], metadata: dict | None = None,
                  webhook: str | None = None) -> dict[str, Any]:
-    """All or nothing: every run is validated before any is stored or enqueued. `webhook` is
-    told `batch.done` once every run has ended."""
+    """All or nothing: every run is validated, then all are stored at once; the workers send
+    their broker messages afterwards, in submit order (tasks.dispatch). `webhook` is told
+    `batch.done` once every run has ended."""
     if not 1 <= len(runs) <= BATCH_MAX_RUNS:
         raise InvalidRequest(f"a batch holds 1 to {BATCH_MAX_RUNS:,} runs")
     batch_id = new_id()
@@ -146,24 +164,24 @@ def submit_batch(rt: Runtime, runs: list[dict[str, Any]], metadata: dict | None 
         try:
             records.append(_prepare(
                 rt, run.get("agent"), run.get("input"), run.get("events"), run.get("timeout"),
-                run.get("metadata"), None, batch_id, created_at, run.get("webhook"), checked,
+                run.get("metadata"), None, batch_id, created_at, index=index,
+                webhook=run.get("webhook"), checked=checked,
             ))
-        except (UnknownAgent, InvalidRequest) as exc:
+        except (UnknownAgent, InvalidRequest, InputTooLarge) as exc:
             raise type(exc)(f"runs[{index}]: {exc}") from None
     json_text(metadata or {}, "metadata")
     webhook = _webhook(rt, webhook, checked)
     run_ids = [json.loads(r["run_id"]) for r in records]
-    batch = {"batch_id": batch_id, "total": len(records), "created_at": created_at,
-             "metadata": metadata or {}}
+    queue = json.loads(records[0]["queue"])  # a worker that loads the first run's agent
+    batch = batch_fields(batch_id, len(records), created_at, metadata or {}, queue)
     if webhook is not None:
         batch.update(webhook=webhook, webhook_status=pending_status())
     rt.store.create(records, batch)
     try:
-        with rt.app.producer_or_acquire() as producer:
-            for run_id, run, record in zip(run_ids, runs, records, strict=True):
-                rt.enqueue(run_id, run["agent"], producer=producer, input_json=record["input"])
+        start_dispatch(rt, batch_id, queue)
     except BrokerUnavailable:
         rt.store.delete(run_ids)
+        rt.store.forget_batch(batch_id)
         raise
     return {"batch_id": batch_id, "run_ids": run_ids, "total": len(run_ids)}
 
@@ -253,21 +271,22 @@ def batch_status(rt: Runtime, batch_id: str) -> dict[str, Any]:
         status = status or "expired"
         counts[status] = counts.get(status, 0) + 1
     done = all(s in TERMINAL or s == "expired" for s in counts)
-    status = {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done}
+    status = {"batch_id": batch_id, "total": batch["total"], "counts": counts, "done": done,
+              "created_at": batch.get("created_at"), "finished_at": batch.get("finished_at")}
     if batch.get("webhook"):  # only a batch with a webhook shows these
         status.update(webhook=batch["webhook"], webhook_status=batch.get("webhook_status"))
     return status
 
 
 def cancel_batch(rt: Runtime, batch_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Stop the batch's dispatch, then cancel every run that has not ended."""
     store = rt.store
     if store.batch(batch_id) is None:
         raise RunNotFound(f"no batch {batch_id!r}")
-    for run_id, status in zip(ids := store.batch_run_ids(batch_id), store.statuses(ids),
-                              strict=True):
-        if status is not None and status not in TERMINAL:
-            try:
-                cancel(rt, run_id, reason)
-            except (RunConflict, RunNotFound):
-                pass  # it ended meanwhile
+    store.stop_dispatch(batch_id)
+    ids = store.batch_run_ids(batch_id)
+    live = [r for r, s in zip(ids, store.statuses(ids), strict=True)
+            if s is not None and s not in TERMINAL]
+    cancelled = {r: envelope_parts(r, "cancelled", {"reason": reason}) for r in live}
+    store.cancel_many(live, reason, cancelled, utc_now_iso())  # one that ended meanwhile stays
     return batch_status(rt, batch_id)

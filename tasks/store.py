@@ -57,6 +57,7 @@ def new_record(
     created_at: str,
     queue: str = "default",
     webhook: str | None = None,
+    index: int | None = None,
 ) -> dict[str, str]:
     """A queued run's record, every value JSON text except `status`."""
     record = {
@@ -83,6 +84,7 @@ def new_record(
         "worker": "null",
         "idempotency_key": dumps(idempotency_key),
         "request_hash": dumps(request_hash),
+        "index": dumps(index),  # its position in its batch (None: not in a batch)
     }
     if webhook is not None:  # tasks.webhooks: delivered once the run ends
         record["webhook"] = dumps(webhook)
@@ -225,6 +227,47 @@ class RunStore(ABC):
     @abstractmethod
     def record_webhook_delivery(self, outcome: str) -> None:
         """Count one webhook delivery attempt's outcome in the fleet's metrics."""
+
+    # Batches at scale (tasks.batch_store holds both stores' implementations).
+    def dispatch_chunk(self, batch_id: str, size: int, now: float,
+                       ahead: int | None = None) -> tuple[int, int, list | None]:
+        """Claim the next `size` runs of the batch to send: (cursor, total, [(run_id, agent,
+        queue)] of those still queued); None instead of the list while `ahead` messages of the
+        batch already sent still wait in the broker."""
+        raise NotImplementedError
+
+    def stop_dispatch(self, batch_id: str) -> None:
+        """Send no more of the batch's messages (it is being cancelled)."""
+        raise NotImplementedError
+
+    def cancel_many(self, run_ids: list[str], reason: str | None,
+                    cancelled: dict[str, tuple[str, str]], finished_at: str) -> None:
+        """`cancel` of many runs (`cancelled`: each run's event parts)."""
+        raise NotImplementedError
+
+    def forget_batch(self, batch_id: str) -> None:
+        """Remove a batch whose dispatch could not begin (its runs go with `delete`)."""
+        raise NotImplementedError
+
+    def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The batch log's frames `{"seq", "event", "data"}` with seq > after, in order."""
+        raise NotImplementedError
+
+    def batch_results(self, batch_id: str, start: int, stop: int) -> list[dict[str, Any]]:
+        """Results of the runs at indexes start..stop-1: index, run_id, status, output, error."""
+        raise NotImplementedError
+
+    def dispatch_pending(self, batch_id: str, stale_at: float) -> None:
+        """The batch's dispatch is under way; it counts as stalled after `stale_at` (epoch s)."""
+        raise NotImplementedError
+
+    def dispatch_done(self, batch_id: str) -> None:
+        """Every message of the batch was sent (or the batch is gone)."""
+        raise NotImplementedError
+
+    def stalled_dispatches(self, now: float) -> list[str]:
+        """Batches whose dispatch made no progress since their `stale_at`."""
+        raise NotImplementedError
 
     def expire_index(self, older_than: float) -> None:
         """Forget index entries of runs created before `older_than` (epoch s)."""

@@ -17,6 +17,7 @@ from streaming.constants import (
 from streaming.context import StreamContext
 from streaming.events import dumps, envelope_parts, utc_now_iso
 from tasks.constants import REAPER_LOCK_MS, WORKER_ALIVE_S
+from tasks.dispatch import resume_stalled
 from tasks.lost import LostMessages
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class Reaper(_Loop):
         rt.store.expire_index(now - UNFINISHED_RUN_TTL_S - rt.settings.run_ttl)
         rt.store.prune_index(now - rt.settings.run_ttl)
         self.lost.sweep(now)  # queued runs whose broker message was lost
+        resume_stalled(rt, now)  # batches whose dispatch stopped (tasks.dispatch)
 
 
 def reap_one(rt: Runtime, run_id: str, now: float) -> None:

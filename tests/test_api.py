@@ -521,8 +521,12 @@ def test_batch_submit_status_and_done(http):
 
     status = http.get(f"/batches/{created['batch_id']}")
     assert status.status_code == 200
-    assert status.json() == {"batch_id": created["batch_id"], "total": 3,
-                             "counts": {"succeeded": 3}, "done": True}
+    body = status.json()
+    created_at, finished_at = body.pop("created_at"), body.pop("finished_at")
+    assert body == {"batch_id": created["batch_id"], "total": 3, "counts": {"succeeded": 3},
+                    "done": True}
+    assert created_at == runs[0]["created_at"]
+    assert finished_at == max(get_run(http, r)["finished_at"] for r in created["run_ids"])
 
 
 def test_batch_cancel(http):
@@ -539,8 +543,9 @@ def test_batch_cancel(http):
     assert response.json()["batch_id"] == batch_id
     for run_id in created["run_ids"]:
         assert wait_terminal(http, run_id, timeout=30)["status"] == "cancelled"
-    assert http.get(f"/batches/{batch_id}").json() == {
-        "batch_id": batch_id, "total": 2, "counts": {"cancelled": 2}, "done": True}
+    ended = http.get(f"/batches/{batch_id}").json()
+    assert ended.pop("created_at") and ended.pop("finished_at")
+    assert ended == {"batch_id": batch_id, "total": 2, "counts": {"cancelled": 2}, "done": True}
     # cancelling again cancels nothing and is no error
     again = http.post(f"/batches/{batch_id}/cancel")
     assert again.status_code == 202 and again.json()["counts"] == {"cancelled": 2}

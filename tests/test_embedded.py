@@ -8,6 +8,7 @@ pull the Redis-configured runtime the other tests share out from under them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -281,3 +282,28 @@ def test_runcast_demo_runs_without_redis():
     assert "demo finished as expected" in result.stdout
     for status in ("succeeded", "failed", "cancelled", "20 succeeded"):
         assert status in result.stdout
+
+
+@modes
+def test_batch_stream_and_results(http, mode):
+    from tests.batch_support import check_batch_frames, read_batch_stream
+
+    response = http.post("/batches", json={
+        "runs": [{"agent": "echo", "input": {"i": i}} for i in range(12)]})
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    url = str(http.base_url).rstrip("/")
+    frames = read_batch_stream(url, batch["batch_id"], timeout=60)
+    check_batch_frames(frames, batch["batch_id"], batch["run_ids"])
+    assert frames[-1].data["counts"] == {"succeeded": 12}
+    assert read_batch_stream(url, batch["batch_id"], last_event_id=10) == frames[10:]
+    status = http.get(f"/batches/{batch['batch_id']}").json()
+    assert status["done"] and status["created_at"] and status["finished_at"]
+    page = http.get(f"/batches/{batch['batch_id']}/results", params={"limit": 5}).json()
+    assert [r["index"] for r in page["results"]] == [0, 1, 2, 3, 4]
+    assert page["next_after"] == 5 and not page["done"]
+    lines = http.get(f"/batches/{batch['batch_id']}/results",
+                     headers={"Accept": "application/x-ndjson"}).text.splitlines()
+    results = [json.loads(line) for line in lines]
+    assert [r["output"] for r in results] == [{"echo": {"i": i}} for i in range(12)]
+    assert [r["run_id"] for r in results] == batch["run_ids"]

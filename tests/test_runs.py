@@ -381,6 +381,7 @@ def test_batch_runs_and_status(runcast):
         if run["agent"] == "countdown":
             assert types(events) == ["started", "complete"]
     status = runcast.batch_status(batch["batch_id"])
+    assert status.pop("created_at") and status.pop("finished_at")
     assert status == {"batch_id": batch["batch_id"], "total": 9,
                       "counts": {"succeeded": 7, "failed": 2}, "done": True}
     with pytest.raises(runcast.RunNotFound):

@@ -26,18 +26,20 @@ RUN_OPERATIONS = [
     ("GET", "/runs/{run_id}/stream"), ("POST", "/runs/{run_id}/cancel"),
 ]
 BATCH_OPERATIONS = [("GET", "/batches/{batch_id}"), ("POST", "/batches/{batch_id}/cancel")]
+BATCH_READS = [("GET", "/batches/{batch_id}/stream"), ("GET", "/batches/{batch_id}/results")]
 OPERATIONS = [
     ("POST", "/runs"), ("POST", "/runs/stream"), ("GET", "/runs"), *RUN_OPERATIONS,
-    ("POST", "/batches"), *BATCH_OPERATIONS, ("GET", "/agents"), ("GET", "/healthz"),
+    ("POST", "/batches"), *BATCH_OPERATIONS, *BATCH_READS, ("GET", "/agents"), ("GET", "/healthz"),
     ("GET", "/metrics"),
 ]
 NO_INPUT = {("GET", "/agents"), ("GET", "/healthz"), ("GET", "/metrics")}  # nothing to make invalid
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 CASES = [(op, POSITIVE) for op in OPERATIONS] + [
     (op, NEGATIVE) for op in OPERATIONS if op not in NO_INPUT]
-# with the id fixed, the batch routes have nothing left to make invalid
-EXISTING_CASES = [(op, POSITIVE) for op in RUN_OPERATIONS + BATCH_OPERATIONS] + [
-    (op, NEGATIVE) for op in RUN_OPERATIONS]
+# with the id fixed, the batch routes but the reads (after, limit, Last-Event-ID) have nothing
+# left to make invalid
+EXISTING_CASES = [(op, POSITIVE) for op in RUN_OPERATIONS + BATCH_OPERATIONS + BATCH_READS] + [
+    (op, NEGATIVE) for op in RUN_OPERATIONS + BATCH_READS]
 
 
 def case_id(case) -> str:

@@ -259,6 +259,7 @@ def test_5000_runs_in_batches_all_succeed_nothing_lost(loaded, http):
           f"{total / elapsed:.0f} runs/s")
 
     for b, (batch, status) in enumerate(zip(batches, statuses, strict=True)):
+        assert status.pop("created_at") and status.pop("finished_at")
         assert status == {"batch_id": batch["batch_id"], "total": BATCH_SIZE,
                           "counts": {"succeeded": BATCH_SIZE}, "done": True}
         runs = batch_runs(http, batch["batch_id"])

@@ -1,0 +1,128 @@
+"""Sending a batch's broker messages from the workers, in submit order, in chunks.
+
+`POST /batches` stores the runs and sends one message: the task `runcast.dispatch_batch`. The
+worker that takes it claims chunks of BATCH_DISPATCH_CHUNK runs with one Lua script (the batch's
+cursor moves on and the claimed runs are noted in QUEUED_KEY in the same step) and sends their
+messages through `tasks.broker.enqueue`, the one function that builds a run's message. After
+BATCH_DISPATCH_BUDGET_S it sends itself again for the rest, so one batch never holds a worker
+process for long; and while BATCH_DISPATCH_AHEAD of the batch's messages still wait in the broker
+it sends itself again behind them instead of claiming more (the backlog stays short: the
+lost-message sweep, which scans the broker's queues, stays cheap).
+
+A worker that dies mid-dispatch loses nothing:
+- runs of a claimed chunk whose message was not sent are queued in the store and noted in
+  QUEUED_KEY: the lost-message sweep (tasks.lost) sends them again; a message that was sent after
+  all only makes a second delivery, which the fenced claim skips (a run never runs twice);
+- the dispatch task itself is acknowledged late, so the broker gives it to another worker, and the
+  reaper resumes any batch whose dispatch made no progress for BATCH_DISPATCH_STALE_S (its
+  message lost too); the cursor is claimed atomically, so two dispatchers never send one chunk.
+
+Cancelling a batch moves its cursor to the end first (tasks.service.cancel_batch), so no more of
+its messages go out, and then cancels its queued runs.
+
+Embedded mode (memory://) sends the messages directly, within the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
+from celery import Celery
+
+from streaming.constants import (
+    BATCH_DISPATCH_AHEAD,
+    BATCH_DISPATCH_BUDGET_S,
+    BATCH_DISPATCH_CHUNK,
+    BATCH_DISPATCH_PAUSE_S,
+    BATCH_DISPATCH_STALE_S,
+)
+from tasks.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DISPATCH_TASK = "runcast.dispatch_batch"
+
+
+def start_dispatch(rt: Runtime, batch_id: str, queue: str | None = None) -> None:
+    """Called once the batch is stored: hand its dispatch to the workers (embedded: do it)."""
+    if rt.settings.embedded:
+        dispatch(rt, batch_id, budget_s=None)
+        return
+    rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
+    _send(rt, batch_id, queue)
+
+
+def _send(rt: Runtime, batch_id: str, queue: str | None, countdown: float | None = None) -> None:
+    try:
+        rt.app.send_task(DISPATCH_TASK, args=[batch_id, queue], queue=queue or "default",
+                         countdown=countdown)
+    except Exception as exc:
+        raise BrokerUnavailable(f"the broker did not take the batch: {exc}") from exc
+
+
+def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH_BUDGET_S,
+             queue: str | None = None) -> int:
+    """Send chunks of the batch's messages until all are sent or `budget_s` is spent (then
+    the task is sent again for the rest). Returns how many messages were sent."""
+    until = None if budget_s is None else time.monotonic() + budget_s
+    sent = 0
+    with rt.app.producer_or_acquire() as producer:
+        while True:
+            cursor, total, runs = rt.store.dispatch_chunk(
+                batch_id, BATCH_DISPATCH_CHUNK, time.time(),
+                None if budget_s is None else BATCH_DISPATCH_AHEAD)
+            if runs is None:  # enough of its messages wait: come back behind them
+                rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
+                _send(rt, batch_id, queue, countdown=BATCH_DISPATCH_PAUSE_S)
+                return sent
+            with _pipelined(producer):
+                for run_id, agent, run_queue, input_json in runs:
+                    rt.enqueue(run_id, agent, producer=producer, queue=run_queue,
+                               input_json=input_json)
+            sent += len(runs)
+            if cursor >= total:
+                rt.store.dispatch_done(batch_id)
+                return sent
+            rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
+            if until is not None and time.monotonic() >= until:
+                _send(rt, batch_id, queue)
+                return sent
+
+
+def _pipelined(producer):
+    """kombu's publish batch (kombu 5.7+): the chunk's messages, and their task-sent events,
+    go to a Redis broker in pipelines instead of a round trip each; other brokers and older
+    kombu send them one by one."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=2 * BATCH_DISPATCH_CHUNK) if batch is not None else nullcontext()
+
+
+def register_dispatch_task(app: Celery, runtime: Callable[[], Runtime]) -> None:
+    """`runcast.dispatch_batch` on `app`, dispatching with `runtime()`."""
+
+    @app.task(name=DISPATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+              max_retries=0, shared=False)
+    def dispatch_batch(batch_id: str, queue: str | None = None) -> int:
+        return dispatch(runtime(), batch_id, queue=queue)
+
+
+def resume_stalled(rt: Runtime, now: float) -> list[str]:
+    """The reaper's safety net: batches whose dispatch made no progress lately get a new
+    dispatch task (its earlier message was lost); returns their ids."""
+    stalled = rt.store.stalled_dispatches(now)
+    for batch_id in stalled:
+        log.warning("the dispatch of batch %s made no progress; resuming it", batch_id)
+        rt.store.dispatch_pending(batch_id, now + BATCH_DISPATCH_STALE_S)
+        batch = rt.store.batch(batch_id)
+        if batch is None:  # expired
+            rt.store.dispatch_done(batch_id)
+            continue
+        _send(rt, batch_id, batch.get("dispatch_queue"))
+    return stalled
