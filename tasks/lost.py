@@ -5,9 +5,9 @@ unacknowledged only once the worker has read the reply. A worker killed (or whos
 cut) in between loses the message, and its run would stay `queued` forever. So every enqueue notes
 the run in QUEUED_KEY, and the reaper (at most every LOST_SWEEP_INTERVAL_S) looks at the runs
 noted more than LOST_AFTER_S ago: those no longer queued are forgotten, and those still queued
-whose message is neither on their queue nor unacknowledged (one atomic Lua look at the broker) are sent again.
-Sending a message that was in flight after all only makes a second delivery, which the fenced
-claim (tasks/lua.py CLAIM: queued, attempt + 1) skips.
+whose message is neither on their queue nor unacknowledged (one atomic Lua look at the broker)
+are sent again. Sending a message that was in flight after all only makes a second delivery,
+which the fenced claim (tasks/lua.py CLAIM: queued, attempt + 1) skips.
 
 A message held unacknowledged by a dead worker is not lost: kombu puts it back on its queue after
 the visibility timeout (tasks/celeryapp.py).
