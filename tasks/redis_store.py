@@ -32,8 +32,10 @@ from tasks.cancel_listener import CancelSubscriber
 from tasks.constants import MAX_IDLE_PUBSUBS, STALLED_DISPATCHES_READ
 from tasks.errors import RunNotFound
 from tasks.metrics import MetricsSnapshot, count_submitted, read_redis_metrics
-from tasks.store import TERMINAL, Outcome, RunStore, decode_record, public
+from tasks.store import CLAIM_FIELDS, TERMINAL, Outcome, RunStore, decode_record, public
 from tasks.webhook_store import RedisWebhookQueue
+
+CLAIM_FIELDS_JSON = dumps(list(CLAIM_FIELDS))
 
 
 def run_key(run_id: str) -> str:
@@ -175,12 +177,13 @@ class RedisRunStore(RedisBatches, RunStore):
             args=[
                 attempt, events_channel(run_id), self.max_events, UNFINISHED_RUN_TTL_S,
                 started[0], started[1], run_id, heartbeat_deadline, time.time(), *_pairs(fields),
+                CLAIM_FIELDS_JSON,
             ],
         )
         state = _s(result[0])
         if state != "ok":
             return Outcome(state, _s(result[1]))
-        # the fields the execution needs (see lua.CLAIM), not the whole record
+        # the fields the execution needs (CLAIM_FIELDS), not the whole record
         raw = {k: v for k, v in zip(result[2::2], result[3::2], strict=True) if v is not None}
         seq = int(result[1])
         return Outcome("ok", "running", seq, decode_record(raw, seq))

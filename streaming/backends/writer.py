@@ -34,37 +34,15 @@ from streaming.constants import (
 )
 from streaming.errors import EventStoreUnavailable
 from streaming.events import Event, dumps
+from streaming.lua_scripts import EVENTS_LIBRARY, build_script, read_lua
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# KEYS: the run's stream, [the run's record]. ARGV: max events, ttl (s), channel, the latest
-# progress data ('' for none), the seqs (space-separated), the envelopes (newline-separated: compact
-# JSON has no raw newline). Two big arguments cost the client far less than two per event. An id
-# at or below the stream's last one is a retried event: skipped. Added events are PUBLISHed as one
-# JSON array; the progress goes to the run's record when it exists.
-APPEND_SCRIPT = f"""
-local envs, pos, added, refused = ARGV[6], 1, {{}}, false
-for seq in string.gmatch(ARGV[5], '%d+') do
-  local stop = string.find(envs, '\\n', pos, true)
-  local env = string.sub(envs, pos, (stop or 0) - 1)
-  pos = (stop or #envs) + 1
-  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. seq,
-                         '{EVENT_FIELD}', env)
-  if type(ok) == 'table' and ok.err then
-    if not string.find(ok.err, 'equal or smaller', 1, true) then refused = ok.err end
-  else
-    added[#added + 1] = env
-  end
-end
-if #added > 0 then redis.call('PUBLISH', ARGV[3], '[' .. table.concat(added, ',') .. ']') end
-if ARGV[4] ~= '' and #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'progress', ARGV[4])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {{#added, refused}}
-"""
+# KEYS: the run's stream, [the run's record]; see streaming/scripts/append.lua.
+APPEND_SCRIPT = build_script([EVENTS_LIBRARY, read_lua("streaming", "append.lua")],
+                             {"EVENT_FIELD": EVENT_FIELD})
 
 
 _writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
