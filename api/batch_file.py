@@ -23,7 +23,7 @@ from rich.progress import Progress
 
 from api.client import Client
 from api.client_errors import NotFound
-from streaming.constants import MAX_BATCH_RUNS
+from api.constants import MAX_BATCH_RUNS
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 WRITE_EVERY_S = 0.2  # results are fetched at most this often while a batch runs (and at its end)

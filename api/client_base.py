@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from api.client_errors import RuncastClientError, ServerUnavailable, error_from_response
+from api.constants import MAX_WAIT_S
 from api.schemas import (
     AgentList,
     BatchCreated,
@@ -29,7 +30,6 @@ from api.schemas import (
     RunRequest,
 )
 from api.sse_parse import SSEFrame, SSEParser
-from streaming.constants import MAX_WAIT_S
 from streaming.events import TERMINAL_TYPES, Event
 
 DEFAULT_TIMEOUT_S = 30.0

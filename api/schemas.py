@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streaming.constants import MAX_BATCH_RUNS, WEBHOOK_MAX_URL_CHARS
+from api.constants import MAX_BATCH_RUNS
+from streaming.constants import WEBHOOK_MAX_URL_CHARS
 from streaming.events import Event
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]

@@ -9,9 +9,9 @@ from contextlib import aclosing
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.constants import PING_S, SSE_SEND_TIMEOUT_S
 from streaming.backends.base import EventBackend
 
-PING_S = 15
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
@@ -62,5 +62,5 @@ def event_stream(backend: EventBackend, run_id: str, after: int,
         counted(frames(backend, run_id, after)),
         ping=PING_S,
         headers={**SSE_HEADERS, **(headers or {})},
-        send_timeout=30,
+        send_timeout=SSE_SEND_TIMEOUT_S,
     )

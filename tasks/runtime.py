@@ -23,10 +23,11 @@ from streaming.constants import RUN_KEY
 from tasks.agent_tasks import serve_agents
 from tasks.broker import enqueue
 from tasks.celery_config import new_app
+from tasks.reaper import Reaper
 from tasks.settings import Settings
 from tasks.store import RunStore
 from tasks.webhook_delivery import WebhookDelivery, delivery_for
-from tasks.worker import Reaper, WorkerSide
+from tasks.worker_side import WorkerSide
 
 
 class Runtime:

@@ -75,7 +75,8 @@ def test_flower_shows_a_run_as_its_agent_task(runcast, flower_url):
 
 # -- Flower mirrors the run (DESIGN.md, "Runs"; issue 13) ------------------------------------
 
-INTERNAL_FILES = ("tasks/execute.py", "tasks/demo.py", "tasks/worker.py", "streaming/")
+INTERNAL_FILES = ("tasks/execute.py", "tasks/demo.py", "tasks/worker_side.py", "tasks/reaper.py",
+                  "streaming/")
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.constants import MAX_BATCH_RUNS, PING_S, SSE_SEND_TIMEOUT_S
 from api.deps import BatchId, KeyDep
 from api.schemas import BatchCreated, BatchRequest, BatchResults, BatchStatus
-from api.sse import PING_S, SSE_HEADERS, counted, resume_point
-from streaming.constants import BATCH_PAGE_RUNS, MAX_BATCH_RUNS
+from api.sse import SSE_HEADERS, counted, resume_point
+from streaming.constants import BATCH_PAGE_RUNS
 from tasks import batch_reads, service
 from tasks.celeryapp import runtime
 
@@ -47,7 +48,7 @@ async def stream_batch(
     start = resume_point(last_event_id, after)
     await run_in_threadpool(batch_reads.require_batch, runtime(), batch_id)
     return EventSourceResponse(counted(_frames(batch_id, start)), ping=PING_S, headers=SSE_HEADERS,
-                               send_timeout=30)
+                               send_timeout=SSE_SEND_TIMEOUT_S)
 
 
 async def _frames(batch_id: str, after: int) -> AsyncIterator[ServerSentEvent]:

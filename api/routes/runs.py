@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import stream_token
+from api.constants import MAX_WAIT_S
 from api.deps import KeyDep, ReadRunId, RunId, SettingsDep
 from api.schemas import CancelRequest, EventsPage, Run, RunList, RunRequest
 from api.sse import event_stream, resume_point
 from streaming.backends.base import RESYNC
-from streaming.constants import MAX_WAIT_S, SUBSCRIBE_RESYNC_S
+from streaming.constants import SUBSCRIBE_RESYNC_S
 from tasks import service
 from tasks.celeryapp import runtime
 from tasks.errors import RunConflict
