@@ -9,6 +9,8 @@ from contextlib import aclosing
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.constants import SSE_SEND_TIMEOUT_S
+from api.fanout import shared_frames
 from streaming.backends.base import EventBackend
 
 PING_S = 15
@@ -59,8 +61,8 @@ async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterato
 def event_stream(backend: EventBackend, run_id: str, after: int,
                  headers: dict[str, str] | None = None) -> EventSourceResponse:
     return EventSourceResponse(
-        counted(frames(backend, run_id, after)),
+        counted(shared_frames(backend, run_id, after)),  # one subscription per run per process
         ping=PING_S,
         headers={**SSE_HEADERS, **(headers or {})},
-        send_timeout=30,
+        send_timeout=SSE_SEND_TIMEOUT_S,
     )

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import stream_token
 from api.deps import KeyDep, ReadRunId, RunId, SettingsDep
+from api.fanout import feeds
 from api.schemas import CancelRequest, EventsPage, Run, RunList, RunRequest
 from api.sse import event_stream, resume_point
 from streaming.backends.base import RESYNC
@@ -134,7 +135,7 @@ def run_events(
 
 @router.get("/{run_id}/stream", response_class=Response,
             responses={200: {"content": {"text/event-stream": {}}}})
-def stream_run(
+async def stream_run(
     run_id: ReadRunId,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=100)] = None,
@@ -142,9 +143,12 @@ def stream_run(
     """SSE: `id: <seq>`, `event: <type>`, `data: <envelope>`; replay, then live; resumes after
     `Last-Event-ID` (or `after`); closes after the terminal event."""
     start = resume_point(last_event_id, after)
-    if service.get_run(run_id) is None:
+    events = runtime().events
+    # A run with a live feed in this process exists: a crowd of subscribers costs no lookups.
+    if feeds().get(events, run_id) is None and await run_in_threadpool(
+            service.get_run, run_id) is None:
         raise HTTPException(404, f"no run {run_id!r}")
-    return event_stream(runtime().events, run_id, start)
+    return event_stream(events, run_id, start)
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=Run, dependencies=[KeyDep],

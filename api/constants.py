@@ -1,0 +1,4 @@
+"""Limits of the HTTP layer (units in the names)."""
+
+SSE_SEND_TIMEOUT_S = 30  # a client that has not read for this long is cut off (it resumes)
+FRAMES_PER_SEND = 1_000  # most SSE frames a catching-up client gets in one send
