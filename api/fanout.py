@@ -6,29 +6,35 @@ into SSE frames once and kept in order. Every later client of the same run reads
 memory: no log read of its own, no per-client decoding or encoding, and whatever piled up while it
 was busy goes out in one send. A feed holds a gap-free, duplicate-free run of seqs (the backend's
 subscribe guarantees it), so every client inherits those guarantees; a client resuming before the
-feed's first seq gets a subscription of its own. The feed ends after the terminal event and is
-dropped when its last client leaves.
+feed's first seq gets a feed of its own. The feed ends after the terminal event and is dropped
+when its last client leaves. A client that has had nothing to send for PING_S gets a `: ping`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from api.constants import FRAMES_PER_SEND
+from api.constants import FRAMES_PER_SEND, PING_S
 from streaming.backends.base import EventBackend
 from streaming.events import Event
 
 log = logging.getLogger(__name__)
 
+PING_FRAME = b": ping\r\n\r\n"
+
 
 def encode_frame(event: Event) -> bytes:
     """`id: <seq>`, `event: <type>`, `data: <envelope>`: exactly what sse-starlette writes."""
-    return ServerSentEvent(data=event.to_json(), event=event.type, id=str(event.seq)).encode()
+    data = event.to_json()
+    if "\n" in data or "\r" in data:  # never from runcast's compact JSON; split as sse-starlette
+        return ServerSentEvent(data=data, event=event.type, id=str(event.seq)).encode()
+    return f"id: {event.seq}\r\nevent: {event.type}\r\ndata: {data}\r\n\r\n".encode()
 
 
 class RunFeed:
@@ -90,14 +96,15 @@ class Feeds:
     def get(self, backend: EventBackend, run_id: str) -> RunFeed | None:
         return self._feeds.get((id(backend), run_id))
 
-    def join(self, backend: EventBackend, run_id: str, after: int) -> RunFeed | None:
-        """The run's feed, started when there is none; None when it cannot serve `after`."""
+    def join(self, backend: EventBackend, run_id: str, after: int) -> RunFeed:
+        """The run's feed, started when there is none; a private one when the shared feed
+        starts after `after` (a client resuming further back than the crowd)."""
         key = (id(backend), run_id)
         feed = self._feeds.get(key)
         if feed is None or feed.error is not None:
             feed = self._feeds[key] = RunFeed(backend, run_id, after)
         elif after < feed.start:
-            return None
+            feed = RunFeed(backend, run_id, after)
         feed.clients += 1
         return feed
 
@@ -129,12 +136,9 @@ async def shared_frames(backend: EventBackend, run_id: str, after: int) -> Async
     frame that was waiting (up to FRAMES_PER_SEND), so a busy client catches up in few sends."""
     registry = feeds()
     feed = registry.join(backend, run_id, after)
-    if feed is None:  # resuming before the feed's start: a subscription of its own
-        async for event in backend.subscribe(run_id, after=after):
-            yield encode_frame(event)
-        return
     try:
         position = after - feed.start
+        last_sent = time.monotonic()
         while True:
             available = len(feed.frames)
             if position < available:
@@ -142,11 +146,17 @@ async def shared_frames(backend: EventBackend, run_id: str, after: int) -> Async
                 chunk = b"".join(feed.frames[position:end])
                 position = end
                 yield chunk
+                last_sent = time.monotonic()
                 continue
             if feed.done:
                 return
             if feed.error is not None:
                 raise feed.error
-            await feed.changed()
+            try:
+                async with asyncio.timeout(max(0.0, last_sent + PING_S - time.monotonic())):
+                    await feed.changed()
+            except TimeoutError:
+                yield PING_FRAME
+                last_sent = time.monotonic()
     finally:
         registry.leave(feed)

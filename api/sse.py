@@ -9,11 +9,11 @@ from contextlib import aclosing
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.constants import SSE_SEND_TIMEOUT_S
+from api.constants import PING_S, SSE_SEND_TIMEOUT_S
 from api.fanout import shared_frames
+from api.sse_response import BytesEventSourceResponse
 from streaming.backends.base import EventBackend
 
-PING_S = 15
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
@@ -60,7 +60,7 @@ async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterato
 
 def event_stream(backend: EventBackend, run_id: str, after: int,
                  headers: dict[str, str] | None = None) -> EventSourceResponse:
-    return EventSourceResponse(
+    return BytesEventSourceResponse(
         counted(shared_frames(backend, run_id, after)),  # one subscription per run per process
         ping=PING_S,
         headers={**SSE_HEADERS, **(headers or {})},

@@ -144,11 +144,23 @@ async def stream_run(
     `Last-Event-ID` (or `after`); closes after the terminal event."""
     start = resume_point(last_event_id, after)
     events = runtime().events
-    # A run with a live feed in this process exists: a crowd of subscribers costs no lookups.
-    if feeds().get(events, run_id) is None and await run_in_threadpool(
-            service.get_run, run_id) is None:
+    # A run with a live feed in this process exists; a crowd arriving at once shares one lookup.
+    if feeds().get(events, run_id) is None and not await _run_exists(run_id):
         raise HTTPException(404, f"no run {run_id!r}")
     return event_stream(events, run_id, start)
+
+
+_lookups: dict[str, asyncio.Future] = {}
+
+
+async def _run_exists(run_id: str) -> bool:
+    """Whether the run exists; concurrent checks of one run share a single store read."""
+    pending = _lookups.get(run_id)
+    if pending is None:
+        pending = _lookups[run_id] = asyncio.ensure_future(
+            run_in_threadpool(service.get_run, run_id))
+        pending.add_done_callback(lambda _: _lookups.pop(run_id, None))
+    return await asyncio.shield(pending) is not None
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=Run, dependencies=[KeyDep],
