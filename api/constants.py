@@ -3,3 +3,5 @@
 SSE_SEND_TIMEOUT_S = 30  # a client that has not read for this long is cut off (it resumes)
 FRAMES_PER_SEND = 1_000  # most SSE frames a catching-up client gets in one send
 PING_S = 15  # a `: ping` comment on an SSE stream quiet for this long
+RUN_READ_CONNECTIONS = 16  # async Redis connections per event loop for reading runs
+RUN_READ_RETRIES = 3  # a run read on a dropped connection is tried again this often
