@@ -8,8 +8,8 @@ other round:
   - round trips: N sequential no-ops from one caller, each submitted and waited for (p50);
     runcast: `POST /runs {"agent": "bench_noop"}` + `GET /runs/{id}/wait` (httpx, keep-alive);
     bare:    `noop.apply_async(args=[{}])` + `.get()` (Redis result backend);
-  - throughput: M no-ops by CALLERS concurrent callers, each submitting and waiting in a loop
-    (runcast: asyncio tasks sharing one httpx.AsyncClient; bare: threads).
+  - throughput: M no-ops submitted at once, then every one waited for, by CALLERS concurrent
+    callers (runcast: asyncio tasks on one httpx.AsyncClient, a connection each; bare: threads).
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
 """
@@ -64,21 +64,24 @@ def bare_round_trips(noop, n: int) -> list[float]:
 
 
 async def _runcast_throughput(url: str, m: int) -> float:
-    left = [m]
     limits = httpx.Limits(max_connections=CALLERS, max_keepalive_connections=CALLERS)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        async def caller() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                run = (await http.post("/runs", json={"agent": "bench_noop",
-                                                      "input": {}})).json()
-                done = (await http.get(f"/runs/{run['run_id']}/wait",
-                                       params={"timeout": 30})).json()
-                if done["status"] != "succeeded":
-                    raise AssertionError(f"a run ended {done['status']}")
+        gate = asyncio.Semaphore(CALLERS)
+
+        async def post() -> str:
+            async with gate:
+                response = await http.post("/runs", json={"agent": "bench_noop", "input": {}})
+                return response.json()["run_id"]
+
+        async def wait(run_id: str) -> None:
+            async with gate:
+                done = (await http.get(f"/runs/{run_id}/wait", params={"timeout": 60})).json()
+            if done["status"] != "succeeded":
+                raise AssertionError(f"a run ended {done['status']}")
 
         start = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(CALLERS)))
+        ids = await asyncio.gather(*(post() for _ in range(m)))
+        await asyncio.gather(*(wait(run_id) for run_id in ids))
         return m / (time.perf_counter() - start)
 
 
@@ -89,7 +92,8 @@ def runcast_throughput(url: str, m: int) -> float:
 def bare_throughput(noop, m: int) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(CALLERS) as pool:
-        list(pool.map(lambda _: noop.apply_async(args=[{}]).get(timeout=60), range(m)))
+        results = list(pool.map(lambda _: noop.apply_async(args=[{}]), range(m)))
+        list(pool.map(lambda result: result.get(timeout=60), results))
     return m / (time.perf_counter() - start)
 
 
