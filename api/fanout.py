@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from api.constants import FRAMES_PER_SEND, PING_S
+from api.constants import FEED_CROWD_CLIENTS, FEED_CROWD_WAKE_S, FRAMES_PER_SEND, PING_S
 from streaming.backends.base import EventBackend
 from streaming.events import Event
 
@@ -67,10 +67,16 @@ class RunFeed:
         self._notify()
 
     def _notify(self) -> None:
-        """Wake the clients once per loop iteration, however many events arrived in it."""
+        """Wake the clients once per loop iteration, however many events arrived in it; with a
+        crowd, at most every FEED_CROWD_WAKE_S: each wake costs a send per client, so fewer,
+        fuller sends leave the loop time to take new clients."""
         if not self._wake_pending:
             self._wake_pending = True
-            asyncio.get_running_loop().call_soon(self._wake)
+            loop = asyncio.get_running_loop()
+            if self.clients >= FEED_CROWD_CLIENTS and not self.done:
+                loop.call_later(FEED_CROWD_WAKE_S, self._wake)
+            else:
+                loop.call_soon(self._wake)
 
     def _wake(self) -> None:
         self._wake_pending = False
