@@ -11,7 +11,6 @@ event loop ends every stream at shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sse_starlette import EventSourceResponse
@@ -103,7 +102,13 @@ class BytesEventSourceResponse(EventSourceResponse):
         finally:
             _unregister(task)
             watcher.cancel()
-            with contextlib.suppress(Exception):
+            try:
                 await body.aclose()
+            except asyncio.CancelledError:  # the client left just as the stream ended
+                if not left:
+                    raise
+                task.uncancel()
+            except Exception:  # the stream is over either way
+                log.debug("closing an SSE body failed", exc_info=True)
         if self.background is not None:
             await self.background()

@@ -19,6 +19,7 @@ handlers keep a loop of their own (tasks.execute.call_handler).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -99,15 +100,26 @@ def supervise_async(spec: AgentSpec, payload: Any, ctx: StreamContext, result: A
     loop = shared_loop.get()
     wake = threading.Event()
     done = result.done
-    future = asyncio.run_coroutine_threadsafe(_handler_task(spec, payload, ctx, result), loop)
-    # its task is created in the loop thread with a copy of this thread's contextvars
+    context = contextvars.copy_context()  # the handler's task gets this thread's contextvars
+    holder: list[asyncio.Task] = []
 
-    def cancel_task() -> None:
+    def ended(_task: asyncio.Task) -> None:
+        if not done.is_set():  # cancelled before its first step: the handler never ran
+            result.error = RunCancelled(ctx.cancel_reason)
+            done.set()
         wake.set()
-        loop.call_soon_threadsafe(future.cancel)  # cancels the handler's task
 
-    ctx.on_cancel(cancel_task)
-    future.add_done_callback(lambda _future: wake.set())
+    def start() -> None:
+        task = loop.create_task(_handler_task(spec, payload, ctx, result), context=context)
+        task.add_done_callback(ended)
+        holder.append(task)
+
+    def cancel_task() -> None:  # runs in the loop, after start()
+        if holder:
+            holder[0].cancel()
+
+    loop.call_soon_threadsafe(start)
+    ctx.on_cancel(lambda: (wake.set(), loop.call_soon_threadsafe(cancel_task)))
     deadline = time.monotonic() + timeout_s
     hard_stop_at: float | None = None
     while True:
