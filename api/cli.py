@@ -91,11 +91,33 @@ def api(ctx: typer.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", "api.app:app", *ctx.args])
 
 
+IO_BOUND_CONCURRENCY = 1000
+
+
+def worker_args(args: list[str], io_bound: bool) -> list[str]:
+    """Celery's arguments; `--io-bound` adds a threads pool of 1,000 unless the pool or the
+    concurrency is given."""
+    if not io_bound:
+        return args
+    given = {arg.split("=", 1)[0] for arg in args}
+    extra = []
+    if not given & {"-P", "--pool"}:
+        extra += ["--pool", "threads"]
+    if not given & {"-c", "--concurrency"}:
+        extra += ["--concurrency", str(IO_BOUND_CONCURRENCY)]
+    return [*extra, *args]
+
+
 @app.command(context_settings=PASS_THROUGH)
-def worker(ctx: typer.Context) -> None:
+def worker(
+    ctx: typer.Context,
+    io_bound: Annotated[bool, typer.Option(
+        "--io-bound", help="many I/O-bound agents per process: a threads pool of 1,000 "
+        "(async handlers share one event loop); -c N sets another size")] = False,
+) -> None:
     """A Celery worker (`celery -A tasks worker -E`); extra options go to Celery."""
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E",
-                              *ctx.args])
+                              *worker_args(ctx.args, io_bound)])
 
 
 @app.command()

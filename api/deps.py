@@ -1,4 +1,8 @@
-"""Dependencies of the routes: settings, auth, run ids."""
+"""Dependencies of the routes: settings, auth, run ids.
+
+All `async def`: they only compute, and FastAPI runs a plain `def` dependency in its thread
+pool, a hop per dependency per request that dominates a small request under load.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from tasks.settings import Settings
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -30,26 +34,26 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_key(request: Request, settings: SettingsDep) -> None:
+async def require_key(request: Request, settings: SettingsDep) -> None:
     """With RUNCAST_API_KEYS set, the request needs `Authorization: Bearer KEY`."""
     keys = settings.key_list
     if keys and not valid_key(keys, _bearer(request)):
         raise _unauthorized("a valid API key is required: send 'Authorization: Bearer KEY'")
 
 
-def checked_run_id(run_id: Annotated[str, Path(max_length=200)]) -> str:
+async def checked_run_id(run_id: Annotated[str, Path(max_length=200)]) -> str:
     if not RUN_ID_PATTERN.fullmatch(run_id):
         raise HTTPException(404, f"no run {run_id!r}")
     return run_id
 
 
-def checked_batch_id(batch_id: Annotated[str, Path(max_length=200)]) -> str:
+async def checked_batch_id(batch_id: Annotated[str, Path(max_length=200)]) -> str:
     if not RUN_ID_PATTERN.fullmatch(batch_id):
         raise HTTPException(404, f"no batch {batch_id!r}")
     return batch_id
 
 
-def require_read(
+async def require_read(
     request: Request,
     settings: SettingsDep,
     run_id: Annotated[str, Depends(checked_run_id)],

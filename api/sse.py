@@ -10,6 +10,8 @@ from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.constants import PING_S, SSE_SEND_TIMEOUT_S
+from api.fanout import shared_frames
+from api.sse_response import BytesEventSourceResponse
 from streaming.backends.base import EventBackend
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
@@ -58,8 +60,8 @@ async def frames(backend: EventBackend, run_id: str, after: int) -> AsyncIterato
 
 def event_stream(backend: EventBackend, run_id: str, after: int,
                  headers: dict[str, str] | None = None) -> EventSourceResponse:
-    return EventSourceResponse(
-        counted(frames(backend, run_id, after)),
+    return BytesEventSourceResponse(
+        counted(shared_frames(backend, run_id, after)),  # one subscription per run per process
         ping=PING_S,
         headers={**SSE_HEADERS, **(headers or {})},
         send_timeout=SSE_SEND_TIMEOUT_S,

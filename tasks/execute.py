@@ -19,7 +19,7 @@ from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH, OUTAGE_LIMI
 from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
-from tasks import monitor
+from tasks import aio_pool, monitor
 from tasks.constants import HANDLER_THREADS_KEPT
 from tasks.registry import AgentSpec
 
@@ -122,6 +122,9 @@ def supervise(spec: AgentSpec, payload: Any, ctx: StreamContext, *, timeout_s: f
               grace_s: float) -> Supervised:
     """Run the handler in a thread; past its timeout or a cancel, give it `grace_s` to stop."""
     result = Supervised()
+    if aio_pool.applies(spec):  # async handlers of a threads-pool worker share one loop
+        return aio_pool.supervise_async(spec, payload, ctx, result, timeout_s=timeout_s,
+                                        grace_s=grace_s, timeout_reason=TIMEOUT_REASON)
     job = functools.partial(contextvars.copy_context().run, _run_handler, spec, payload, ctx,
                             result)
     handler_threads.start(f"runcast-run-{ctx.run_id[:8]}", job)

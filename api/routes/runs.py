@@ -12,6 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from api.auth import stream_token
 from api.constants import MAX_WAIT_S
 from api.deps import KeyDep, ReadRunId, RunId, SettingsDep
+from api.fanout import feeds
+from api.run_reads import aget_run
 from api.schemas import CancelRequest, EventsPage, Run, RunList, RunRequest
 from api.sse import event_stream, resume_point
 from streaming.backends.base import RESYNC
@@ -35,6 +37,13 @@ def with_token(run: dict[str, Any], secret: str) -> dict[str, Any]:
 
 def _get(run_id: str, secret: str) -> dict[str, Any]:
     run = service.get_run(runtime(), run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id!r}")
+    return with_token(run, secret)
+
+
+async def _aget(run_id: str, secret: str) -> dict[str, Any]:
+    run = await aget_run(runtime(), run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
     return with_token(run, secret)
@@ -97,12 +106,12 @@ async def wait_run(
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30,
 ) -> dict[str, Any]:
     """The run once terminal, or as it is when `timeout` passes; woken by the run's events."""
-    run = await run_in_threadpool(_get, run_id, settings.secret)
+    run = await _aget(run_id, settings.secret)
     if run["status"] in TERMINAL or timeout == 0:
         return run
     deadline = time.monotonic() + timeout
     async with runtime().events.live(run_id) as queue:
-        run = await run_in_threadpool(_get, run_id, settings.secret)  # subscribed: re-check
+        run = await _aget(run_id, settings.secret)  # subscribed: re-check
         while run["status"] not in TERMINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -112,7 +121,7 @@ async def wait_run(
             except TimeoutError:
                 item = RESYNC
             if item is RESYNC or any(event.is_terminal for event in item):
-                run = await run_in_threadpool(_get, run_id, settings.secret)
+                run = await _aget(run_id, settings.secret)
     return run
 
 
@@ -136,7 +145,7 @@ def run_events(
 
 @router.get("/{run_id}/stream", response_class=Response,
             responses={200: {"content": {"text/event-stream": {}}}})
-def stream_run(
+async def stream_run(
     run_id: ReadRunId,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=100)] = None,
@@ -144,9 +153,23 @@ def stream_run(
     """SSE: `id: <seq>`, `event: <type>`, `data: <envelope>`; replay, then live; resumes after
     `Last-Event-ID` (or `after`); closes after the terminal event."""
     start = resume_point(last_event_id, after)
-    if service.get_run(runtime(), run_id) is None:
+    events = runtime().events
+    # A run with a live feed in this process exists; a crowd arriving at once shares one lookup.
+    if feeds().get(events, run_id) is None and not await _run_exists(run_id):
         raise HTTPException(404, f"no run {run_id!r}")
-    return event_stream(runtime().events, run_id, start)
+    return event_stream(events, run_id, start)
+
+
+_lookups: dict[str, asyncio.Future] = {}
+
+
+async def _run_exists(run_id: str) -> bool:
+    """Whether the run exists; concurrent checks of one run share a single store read."""
+    pending = _lookups.get(run_id)
+    if pending is None:
+        pending = _lookups[run_id] = asyncio.ensure_future(aget_run(runtime(), run_id))
+        pending.add_done_callback(lambda _: _lookups.pop(run_id, None))
+    return await asyncio.shield(pending) is not None
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=Run, dependencies=[KeyDep],

@@ -84,10 +84,7 @@ class EventBackend(ABC):
                 if event.is_terminal:
                     return
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), SUBSCRIBE_RESYNC_S)
-                except TimeoutError:
-                    item = RESYNC
+                item = await _next_batch(queue)
                 batch = [] if item is RESYNC else [e for e in item if e.seq > last]
                 if item is RESYNC or (batch and batch[0].seq != last + 1):
                     batch = await self.aread(run_id, last)  # fill a gap from the log
@@ -96,3 +93,25 @@ class EventBackend(ABC):
                     last = event.seq
                     if event.is_terminal:
                         return
+
+
+async def _next_batch(queue: asyncio.Queue) -> object:
+    """Every batch already waiting on a live queue as one list (RESYNC when one of them is, or
+    when nothing came for SUBSCRIBE_RESYNC_S). Taken without a wait when some are waiting: a
+    subscriber keeps pace with the live messages however busy its event loop is."""
+    if queue.empty():
+        try:
+            async with asyncio.timeout(SUBSCRIBE_RESYNC_S):
+                first = await queue.get()
+        except TimeoutError:
+            return RESYNC
+    else:
+        first = queue.get_nowait()
+    if queue.empty():
+        return first
+    items = [first]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    if any(item is RESYNC for item in items):
+        return RESYNC
+    return [event for item in items for event in item]

@@ -1,0 +1,166 @@
+"""The HTTP path: `POST /runs` + `GET /runs/{id}/wait` beside bare Celery on the same worker.
+
+    .venv/bin/python -m benchmarks.http_path [ROUNDS]
+
+Starts its own redis-server, ONE Celery worker (`-c 4`, loading benchmarks.bare) and ONE API
+process (uvicorn `api.app:app`), then alternates, round by round, in the opposite order every
+other round:
+  - round trips: N sequential no-ops from one caller, each submitted and waited for (p50);
+    runcast: `POST /runs {"agent": "bench_noop"}` + `GET /runs/{id}/wait` (httpx, keep-alive);
+    bare:    `noop.apply_async(args=[{}])` + `.get()` (Redis result backend);
+  - throughput: M no-ops submitted at once, then every one waited for, by CALLERS concurrent
+    callers (runcast: asyncio tasks on one httpx.AsyncClient, a connection each; bare: threads).
+Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
+runcast p50 within 3 ms of bare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+ROUNDS = 4
+ROUND_TRIPS = 150
+THROUGHPUT_RUNS = 400
+CALLERS = 8
+WARM_UP = 50
+WORKER_CONCURRENCY = 4
+AGENT_MODULES = "tasks.demo,benchmarks.bare"
+THROUGHPUT_TARGET = 0.6
+P50_TARGET_MS = 3.0
+
+
+def _submit_and_wait(http: httpx.Client) -> None:
+    run = http.post("/runs", json={"agent": "bench_noop", "input": {}}).json()
+    done = http.get(f"/runs/{run['run_id']}/wait", params={"timeout": 30}).json()
+    if done["status"] != "succeeded":
+        raise AssertionError(f"a run ended {done['status']}: {done}")
+
+
+def runcast_round_trips(url: str, n: int) -> list[float]:
+    times = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for _ in range(n):
+            start = time.perf_counter()
+            _submit_and_wait(http)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def bare_round_trips(noop, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        noop.apply_async(args=[{}]).get(timeout=30)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def _runcast_throughput(url: str, m: int) -> float:
+    limits = httpx.Limits(max_connections=CALLERS, max_keepalive_connections=CALLERS)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        gate = asyncio.Semaphore(CALLERS)
+
+        async def post() -> str:
+            async with gate:
+                response = await http.post("/runs", json={"agent": "bench_noop", "input": {}})
+                return response.json()["run_id"]
+
+        async def wait(run_id: str) -> None:
+            async with gate:
+                done = (await http.get(f"/runs/{run_id}/wait", params={"timeout": 60})).json()
+            if done["status"] != "succeeded":
+                raise AssertionError(f"a run ended {done['status']}")
+
+        start = time.perf_counter()
+        ids = await asyncio.gather(*(post() for _ in range(m)))
+        await asyncio.gather(*(wait(run_id) for run_id in ids))
+        return m / (time.perf_counter() - start)
+
+
+def runcast_throughput(url: str, m: int) -> float:
+    return asyncio.run(_runcast_throughput(url, m))
+
+
+def bare_throughput(noop, m: int) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CALLERS) as pool:
+        results = list(pool.map(lambda _: noop.apply_async(args=[{}]), range(m)))
+        list(pool.map(lambda result: result.get(timeout=60), results))
+    return m / (time.perf_counter() - start)
+
+
+def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -> dict:
+    from tests.redis_server import RedisServer
+    from tests.services import start_api, start_worker
+
+    server = RedisServer().start()
+    worker = api = None
+    try:
+        import tasks
+        from tasks.settings import Settings
+
+        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
+        tasks.load_agents()
+        from benchmarks.bare import noop
+
+        worker = start_worker(server.url, name="bench-http", concurrency=WORKER_CONCURRENCY,
+                              RUNCAST_AGENTS=AGENT_MODULES)
+        api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
+        runcast_round_trips(url, WARM_UP)
+        bare_round_trips(noop, WARM_UP)
+        per_round = []
+        for i in range(rounds):
+            sides = [("runcast", lambda: runcast_round_trips(url, n),
+                      lambda: runcast_throughput(url, m)),
+                     ("bare", lambda: bare_round_trips(noop, n),
+                      lambda: bare_throughput(noop, m))]
+            if i % 2:
+                sides.reverse()
+            r: dict[str, float] = {}
+            for name, trips, _ in sides:
+                r[f"{name}_p50_ms"] = statistics.median(trips()) * 1000
+            for name, _, throughput in sides:
+                r[f"{name}_per_s"] = throughput()
+            per_round.append(r)
+            print(f"round {i + 1}/{rounds}: p50 runcast {r['runcast_p50_ms']:.2f} ms, bare "
+                  f"{r['bare_p50_ms']:.2f} ms; throughput runcast {r['runcast_per_s']:.0f}/s, "
+                  f"bare {r['bare_per_s']:.0f}/s; load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if api is not None:
+            api.stop()
+        if worker is not None:
+            worker.stop()
+        server.cleanup()
+
+    def med(key: str) -> float:
+        return round(statistics.median(r[key] for r in per_round), 3)
+
+    ratio = statistics.median(r["runcast_per_s"] / r["bare_per_s"] for r in per_round)
+    delta = statistics.median(r["runcast_p50_ms"] - r["bare_p50_ms"] for r in per_round)
+    result = {
+        "worker": f"RUNCAST_AGENTS={AGENT_MODULES} celery -A tasks worker -c "
+                  f"{WORKER_CONCURRENCY}; one uvicorn api.app:app",
+        "rounds": rounds, "round_trips": n, "throughput_runs": m, "callers": CALLERS,
+        "runcast_throughput_per_s": med("runcast_per_s"), "bare_throughput_per_s":
+        med("bare_per_s"), "throughput_ratio": round(ratio, 3),
+        "runcast_p50_ms": med("runcast_p50_ms"), "bare_p50_ms": med("bare_p50_ms"),
+        "p50_delta_ms": round(delta, 3), "load_average": os.getloadavg(),
+        "throughput_target_met": ratio >= THROUGHPUT_TARGET,
+        "p50_target_met": delta <= P50_TARGET_MS,
+    }
+    print(f"HTTP path: throughput {ratio:.2f}x bare (goal >= {THROUGHPUT_TARGET}); p50 runcast "
+          f"{result['runcast_p50_ms']} ms vs bare {result['bare_p50_ms']} ms (+{delta:.2f} ms, "
+          f"goal <= {P50_TARGET_MS})", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS), indent=2))

@@ -1,0 +1,164 @@
+"""Many I/O-bound agents on one worker process, beside bare Celery on the same threads pool.
+
+    .venv/bin/python -m benchmarks.io_bound [RUNS] [ROUNDS]
+
+Starts its own redis-server and ONE worker process as `runcast worker --io-bound` starts it
+(`celery -A tasks worker -E --pool threads --concurrency RUNS`, loading benchmarks.bare), then,
+round by round, in the opposite order every other round:
+  - runcast: RUNS runs (default 1,000) of `bench_io`, an `async def` agent that awaits
+    `asyncio.sleep(0.1)` 20 times and emits a token after each, submitted at once (from 8
+    threads), timed until every run is terminal; each must have succeeded with its 22 events
+    (started, 20 tokens, complete);
+  - bare Celery: RUNS `bench.sleep` tasks (`time.sleep(2)`), apply_async at once (from 8
+    threads, as runcast's side submits), then every result's get().
+Reported: seconds per side and round (the ideal is 2 s), their ratio (runcast / bare, medians over
+rounds), and the worker process's peak RSS while each side ran. Goal: runcast no slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Self
+
+from benchmarks.runs import CpuMeter
+from benchmarks.sse import rss_mb
+
+RUNS = 1000
+ROUNDS = 2
+SUBMIT_THREADS = 8
+AGENT_MODULES = "tasks.demo,benchmarks.bare"
+EVENTS_PER_RUN = 22
+SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
+RATIO_TARGET = 1.0
+
+
+class PeakRss:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def runcast_side(tasks, rt, n: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
+        ids = list(pool.map(lambda _: tasks.submit("bench_io", {}), range(n)))
+    SUBMIT_S.append(time.perf_counter() - started)
+    deadline = time.monotonic() + 300
+    while True:
+        statuses = rt.store.statuses(ids)
+        if all(s in ("succeeded", "failed", "cancelled") for s in statuses):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sum(s == 'succeeded' for s in statuses)} of {n} runs ended")
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    bad = [i for i, s in zip(ids, statuses, strict=True) if s != "succeeded"]
+    if bad:
+        raise AssertionError(f"{len(bad)} runs did not succeed, e.g. {tasks.get_run(bad[0])}")
+    short = [i for i in ids if tasks.get_run(i)["last_seq"] != EVENTS_PER_RUN]
+    if short:
+        raise AssertionError(f"{len(short)} runs do not have {EVENTS_PER_RUN} events")
+    return elapsed
+
+
+def bare_side(sleep_task, n: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
+        results = list(pool.map(lambda _: sleep_task.apply_async(), range(n)))
+    for result in results:
+        result.get(timeout=300)
+    return time.perf_counter() - started
+
+
+def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
+    from tests.redis_server import RedisServer
+    from tests.services import start_worker
+
+    server = RedisServer().start()
+    worker = None
+    try:
+        import tasks
+        from tasks.celeryapp import runtime
+        from tasks.settings import Settings
+
+        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
+        tasks.load_agents()
+        from benchmarks.bare import sleep_task
+
+        worker = start_worker(server.url, name="bench-io", concurrency=runs,
+                              extra_args=["--pool", "threads"], RUNCAST_AGENTS=AGENT_MODULES)
+        rt = runtime()
+        meter = CpuMeter(worker.proc.pid, server.process.pid)
+        runcast_side(tasks, rt, 20)  # warm up: connections, the shared loop
+        bare_side(sleep_task, 20)
+        per_round = []
+        for i in range(rounds):
+            sides = [("runcast", lambda: runcast_side(tasks, rt, runs)),
+                     ("bare", lambda: bare_side(sleep_task, runs))]
+            if i % 2:
+                sides.reverse()
+            r = {}
+            for name, run in sides:
+                cpu_before = meter.sample()[0]
+                with PeakRss(worker.proc.pid) as rss:
+                    r[f"{name}_s"] = run()
+                r[f"{name}_cpu_ms"] = (meter.sample()[0] - cpu_before) / runs * 1000
+                r[f"{name}_peak_rss_mb"] = rss.peak
+            per_round.append(r)
+            r["runcast_submit_s"] = SUBMIT_S[-1]
+            print(f"round {i + 1}/{rounds}: runcast {r['runcast_s']:.2f} s (submitted in "
+                  f"{r['runcast_submit_s']:.2f} s; worker peak RSS "
+                  f"{r['runcast_peak_rss_mb']:.0f} MB), bare {r['bare_s']:.2f} s "
+                  f"({r['bare_peak_rss_mb']:.0f} MB); CPU per run (worker, Redis, this process) "
+                  f"runcast {r['runcast_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.cleanup()
+
+    def med(key: str) -> float:
+        return round(statistics.median(r[key] for r in per_round), 3)
+
+    ratio = statistics.median(r["runcast_s"] / r["bare_s"] for r in per_round)
+    result = {
+        "worker": f"celery -A tasks worker -E --pool threads --concurrency {runs}",
+        "runs": runs, "rounds": rounds, "ideal_s": 2.0,
+        "runcast_s": med("runcast_s"), "bare_s": med("bare_s"),
+        "runcast_peak_rss_mb": med("runcast_peak_rss_mb"),
+        "bare_peak_rss_mb": med("bare_peak_rss_mb"),
+        "runcast_submit_s": med("runcast_submit_s"),
+        "runcast_cpu_ms_per_run": med("runcast_cpu_ms"), "bare_cpu_ms_per_run": med("bare_cpu_ms"),
+        "time_ratio": round(ratio, 3),
+        "load_average": os.getloadavg(),
+        "target": "runcast time <= bare time (ratio <= 1.0)",
+        "target_met": ratio <= RATIO_TARGET,
+    }
+    print(f"runcast {result['runcast_s']} s vs bare {result['bare_s']} s: {ratio:.2f}x "
+          f"(goal <= {RATIO_TARGET}); worker peak RSS runcast {result['runcast_peak_rss_mb']} MB,"
+          f" bare {result['bare_peak_rss_mb']} MB", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    print(json.dumps(main(*args), indent=2))
