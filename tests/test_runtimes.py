@@ -1,0 +1,51 @@
+"""Two configurations in one process: a second Runtime beside the process's own (tasks.celeryapp),
+each with its own Celery app, store and event log; no subprocess."""
+
+import pytest
+
+from tasks import service
+from tasks.runtime import Runtime
+from tasks.settings import Settings
+
+WAIT_S = 30
+
+
+@pytest.fixture
+def embedded_runtime():
+    rt = Runtime(Settings(redis_url="memory://", agents="tasks.demo"))
+    rt.start_embedded_worker(concurrency=2)
+    yield rt
+    rt.close()
+
+
+def test_a_second_runtime_runs_its_runs_beside_the_first(runcast, worker, embedded_runtime):
+    import tasks
+
+    first = tasks.runtime()
+    second = embedded_runtime
+    assert second.app is not first.app and second.store is not first.store
+    assert not first.settings.embedded and second.settings.embedded
+
+    on_second = service.submit(second, "tokens", {"text": "two runtimes"})
+    on_first = tasks.submit("echo", {"n": 1})
+    done = service.wait(second, on_second, WAIT_S)
+    assert done["status"] == "succeeded" and done["output"] == {"text": "two runtimes"}
+    assert [e.type for e in second.events.read(on_second)] == [
+        "started", "token", "token", "complete"]
+    assert tasks.wait(on_first, WAIT_S)["status"] == "succeeded"
+    # each run lives in its own configuration only
+    assert service.get_run(first, on_second) is None
+    assert service.get_run(second, on_first) is None
+
+
+def test_a_second_runtime_cancels_its_own_runs(embedded_runtime):
+    rt = embedded_runtime
+    run_id = service.submit(rt, "sleep", {"seconds": 30})
+    for _ in range(200):
+        if service.get_run(rt, run_id)["status"] == "running":
+            break
+        service.wait(rt, run_id, 0.05)
+    assert service.cancel(rt, run_id, "enough")["cancel_requested"] is True
+    run = service.wait(rt, run_id, WAIT_S)
+    assert run["status"] == "cancelled"
+    assert rt.events.read(run_id)[-1].type == "cancelled"
