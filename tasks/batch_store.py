@@ -24,6 +24,7 @@ from streaming.constants import (
     UNFINISHED_RUN_TTL_S,
 )
 from streaming.events import dumps
+from streaming.lua_scripts import build_script, read_lua
 from tasks.metrics import count_submitted
 
 BATCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -54,36 +55,7 @@ def result_of(index: int, run_id: str, status: str | None, output: Any, error: A
             "error": error}
 
 
-# Store a chunk of a batch's runs: the fields every run of the batch shares come once, then each
-# record's own fields as one JSON object (far fewer arguments to encode and decode than HSET
-# field by field: a 10,000-run batch is stored in a fraction of the time). KEYS: runs index, batch
-# runs. ARGV: ttl, run key prefix, created_ts (when shared), the shared fields as a JSON object, then one
-# record per argument.
-CREATE_RUNS = """
-local shared = {}
-for k, v in pairs(cjson.decode(ARGV[4])) do
-  shared[#shared + 1] = k
-  shared[#shared + 1] = v
-end
-local ids = {}
-for i = 5, #ARGV do
-  local rec = cjson.decode(ARGV[i])
-  local id = cjson.decode(rec.run_id)
-  local args = {}
-  for k, v in pairs(rec) do
-    args[#args + 1] = k
-    args[#args + 1] = v
-  end
-  local key = ARGV[2] .. id
-  if #shared > 0 then redis.call('HSET', key, unpack(shared)) end
-  redis.call('HSET', key, unpack(args))
-  redis.call('EXPIRE', key, ARGV[1])
-  redis.call('ZADD', KEYS[1], rec.created_ts or ARGV[3], id)
-  ids[#ids + 1] = id
-end
-redis.call('RPUSH', KEYS[2], unpack(ids))
-return #ids
-"""
+CREATE_RUNS = build_script([read_lua("tasks", "create_runs.lua")])  # see the file
 CREATE_CHUNK = 1_000  # records per script call (Lua's unpack takes a few thousand values)
 
 

@@ -22,45 +22,13 @@ from typing import Any
 import redis
 
 from streaming.constants import LOST_SWEEP_LOCK_KEY, QUEUED_KEY
+from streaming.lua_scripts import build_script, read_lua
 from tasks.constants import LOST_AFTER_S, LOST_SWEEP_BATCH, LOST_SWEEP_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
 
-# KEYS: the queues' lists (each priority's), then the unacknowledged hash. ARGV: run ids.
-# Returns the run ids that some message names: its task id, or else any JSON string value.
-FIND_MESSAGES = """
-local want, found, out = {}, {}, {}
-for i = 1, #ARGV do want[ARGV[i]] = true end
-local function scan(message)
-  -- a runcast message names its run as its task id (headers.id, the first "id" key): one match
-  -- instead of every string of the message (a 10,000-message queue is scanned 3x faster)
-  local id = string.match(message, '"id": "([%w_%-]+)"')
-  if id then
-    if want[id] and not found[id] then
-      found[id] = true
-      out[#out + 1] = id
-    end
-    return
-  end
-  for token in string.gmatch(message, '"([%w_%-]+)"') do
-    if want[token] and not found[token] then
-      found[token] = true
-      out[#out + 1] = token
-    end
-  end
-end
-for i = 1, #KEYS - 1 do
-  local n = redis.call('LLEN', KEYS[i])
-  for start = 0, n - 1, 1000 do
-    for _, message in ipairs(redis.call('LRANGE', KEYS[i], start, start + 999)) do
-      scan(message)
-    end
-  end
-end
-for _, message in ipairs(redis.call('HVALS', KEYS[#KEYS])) do scan(message) end
-return out
-"""
+FIND_MESSAGES = build_script([read_lua("tasks", "find_messages.lua")])  # KEYS: queues, unacked
 
 
 def _s(value: bytes | str) -> str:

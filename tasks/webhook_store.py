@@ -28,47 +28,16 @@ from streaming.constants import (
     WEBHOOKS_DUE_KEY,
 )
 from streaming.events import dumps
+from streaming.lua_scripts import build_script, read_lua
 from tasks.metrics import delivery_outcome, webhook_delivery_command
 from tasks.webhooks import BATCH_MEMBER, RUN_MEMBER, Message, batch_member, run_member
 
 if TYPE_CHECKING:
     from tasks.memory_store import MemoryRunStore
 
-# KEYS: due. ARGV: count, lease (s). The members due now, each leased until now + lease.
-CLAIM_DUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), member)
-end
-return due
-"""
-
-# KEYS: message. ARGV: ttl, field/value pairs. Keeps the first message made; returns the kept one.
-KEEP_MESSAGE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: due, message, owner (run or batch hash). ARGV: member, status (JSON), pause before the
-# next attempt in s ('' when the delivery is over), ttl of an ended message.
-RECORD = """
-redis.call('HSET', KEYS[2], 'status', ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'webhook_status', ARGV[2]) end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-else
-  local t = redis.call('TIME')
-  local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[3])
-  redis.call('ZADD', KEYS[1], 'XX', due, ARGV[1])
-end
-return 1
-"""
+CLAIM_DUE = build_script([read_lua("tasks", "webhook_claim_due.lua")])
+KEEP_MESSAGE = build_script([read_lua("tasks", "webhook_keep_message.lua")])
+RECORD = build_script([read_lua("tasks", "webhook_record.lua")])
 
 
 class WebhookQueue(ABC):
