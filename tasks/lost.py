@@ -46,7 +46,7 @@ class LostMessages:
     @staticmethod
     def _broker_client(rt: Any) -> redis.Redis | None:
         """A client of the broker when it is Redis (AMQP gives unacknowledged messages back)."""
-        if rt.redis is None:
+        if rt.settings.embedded:  # the memory transport loses no message
             return None
         url = rt.settings.broker
         if url == rt.settings.redis_url:
