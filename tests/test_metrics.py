@@ -272,3 +272,33 @@ def test_openmetrics_when_the_scraper_asks_for_it(fleet):
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     names = {family.name for family in parse_om(response.text)}
     assert {"runcast_runs_submitted", "runcast_run_duration_seconds", "runcast_workers"} <= names
+
+
+def test_a_batch_counts_as_submitted_and_queued_before_its_dispatch():
+    """A batch's runs are stored at once and sent to the broker later by a worker
+    (tasks/dispatch.py): they count as submitted and as queued from the moment the batch is
+    accepted, and a cancelled batch brings the queued gauge back to zero. No worker runs here, so
+    the batch stays undispatched for the whole test."""
+    server = RedisServer().start()
+    api = None
+    try:
+        api, url = start_api(server.url, **API_ENV)
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+            before = scrape(http)
+            body = {"runs": [{"agent": "echo", "input": {"i": i}} for i in range(5)]}
+            created = http.post("/batches", json=body)
+            assert created.status_code == 202, created.text
+            during = scrape(http)
+            assert (value(during, "runcast_runs_submitted_total", agent="echo")
+                    - value(before, "runcast_runs_submitted_total", agent="echo")) == 5
+            assert value(during, "runcast_runs_in_progress", status="queued") == 5
+            cancelled = http.post(f"/batches/{created.json()['batch_id']}/cancel")
+            assert cancelled.status_code == 202, cancelled.text
+            after = scrape(http)
+            assert value(after, "runcast_runs_in_progress", status="queued") == 0
+            assert value(after, "runcast_runs_finished_total", agent="echo",
+                         status="cancelled") == 5
+    finally:
+        if api is not None:
+            api.stop()
+        server.cleanup()
