@@ -20,6 +20,7 @@ from celery import Celery
 from streaming.backends.base import EventBackend
 from streaming.backends.redis import RedisEventBackend
 from streaming.constants import RUN_KEY
+from tasks import registry
 from tasks.agent_tasks import serve_agents
 from tasks.broker import enqueue
 from tasks.celery_config import new_app
@@ -116,10 +117,14 @@ class Runtime:
         with self._lock:
             if self._embedded is not None:
                 return
+            # every agent's queue: one process serves them all (a worker consumes only the
+            # default queue unless told)
+            queues = sorted({"default"} | {spec.queue for spec in registry.all_agents()})
             stack = contextlib.ExitStack()
             stack.enter_context(start_worker(
                 self.app, concurrency=concurrency, pool="threads", perform_ping_check=False,
                 loglevel="WARNING", shutdown_timeout=10, hostname=f"embedded@{os.getpid()}",
+                queues=queues,
             ))
             self._embedded = stack
         self.start_delivery()

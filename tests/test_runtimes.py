@@ -4,6 +4,7 @@ each with its own Celery app, store and event log; no subprocess."""
 import pytest
 
 from tasks import service
+from tasks.registry import agent
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 
@@ -49,3 +50,18 @@ def test_a_second_runtime_cancels_its_own_runs(embedded_runtime):
     run = service.wait(rt, run_id, WAIT_S)
     assert run["status"] == "cancelled"
     assert rt.events.read(run_id)[-1].type == "cancelled"
+
+
+@agent("on_another_queue", description="a test agent routed away from the default queue",
+       queue="runtimes-elsewhere")
+def on_another_queue(payload: dict) -> dict:
+    return {"queue": "runtimes-elsewhere", "got": payload}
+
+
+def test_the_embedded_worker_serves_every_agents_queue(embedded_runtime):
+    """`runcast dev` is one process for everything: an agent routed to its own queue runs too."""
+    rt = embedded_runtime
+    run_id = service.submit(rt, "on_another_queue", {"n": 1})
+    run = service.wait(rt, run_id, WAIT_S)
+    assert run["status"] == "succeeded", run
+    assert run["output"] == {"queue": "runtimes-elsewhere", "got": {"n": 1}}
