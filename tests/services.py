@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -102,3 +105,33 @@ def wait_http(url: str, process: Process, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer:\n{process.output()[-3000:]}")
         time.sleep(0.1)
+
+
+# An embedded service (api.embedded: API and worker threads in one process, no Redis) in a child
+# process that prints its URL and stops on SIGTERM.
+EMBEDDED_SCRIPT = """
+import os, signal, threading
+from api.embedded import EmbeddedServer
+
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+server = EmbeddedServer()
+print("EMBEDDED_URL=" + server.start(), flush=True)
+stop.wait()
+server.stop()
+os._exit(0)
+"""
+
+
+@contextlib.contextmanager
+def embedded_service(name: str = "embedded", **extra: str) -> Iterator[str]:
+    """The URL of an embedded service started with `extra` in its environment (no REDIS_URL:
+    EmbeddedServer picks memory:// itself); stopped on exit."""
+    env = service_env("memory://", **extra)
+    env.pop("REDIS_URL")
+    process = Process([sys.executable, "-c", EMBEDDED_SCRIPT], env, name).start()
+    try:
+        process.wait_for_output("EMBEDDED_URL=", timeout=60)
+        yield re.search(r"EMBEDDED_URL=(\S+)", process.output()).group(1)
+    finally:
+        process.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -31,23 +30,11 @@ from tests.api_helpers import (
     wait_terminal,
     wait_until,
 )
-from tests.services import ROOT, Process, service_env
+from tests.services import ROOT, embedded_service
 
 DEMO_AGENTS = {"echo", "countdown", "tokens", "async_tokens", "fail", "sleep", "block", "custom",
                "chatty"}
 
-EMBEDDED_SCRIPT = """
-import os, signal, threading
-from api.embedded import EmbeddedServer
-
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
-server = EmbeddedServer()
-print("EMBEDDED_URL=" + server.start(), flush=True)
-stop.wait()
-server.stop()
-os._exit(0)
-"""
 
 MODES = ["embedded", "redis"]
 modes = pytest.mark.parametrize("mode", MODES)
@@ -55,15 +42,8 @@ modes = pytest.mark.parametrize("mode", MODES)
 
 @pytest.fixture(scope="module")
 def embedded_url():
-    env = service_env("memory://")
-    env.pop("REDIS_URL")  # EmbeddedServer needs no Redis: it picks memory:// itself
-    process = Process([sys.executable, "-c", EMBEDDED_SCRIPT], env, "embedded").start()
-    try:
-        process.wait_for_output("EMBEDDED_URL=", timeout=60)
-        url = re.search(r"EMBEDDED_URL=(\S+)", process.output()).group(1)
+    with embedded_service() as url:
         yield url
-    finally:
-        process.stop()
 
 
 @pytest.fixture

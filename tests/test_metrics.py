@@ -8,7 +8,6 @@ them, the in-progress gauges are back to zero, and both API replicas report the 
 from __future__ import annotations
 
 import secrets
-import sys
 import threading
 import time
 
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api_helpers import get_run, submit, wait_terminal, wait_until
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import Process, service_env, start_api, start_worker
+from tests.services import embedded_service, start_api, start_worker
 
 KEY = "metrics-key-" + secrets.token_hex(8)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -184,32 +183,14 @@ def test_sse_subscribers_count_this_process_streams(fleet):
     assert get_run(a, run["run_id"])["status"] == "cancelled"
 
 
-EMBEDDED_SCRIPT = """
-import os, signal, threading
-from api.embedded import EmbeddedServer
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
-server = EmbeddedServer()
-print("EMBEDDED_URL=" + server.start(), flush=True)
-stop.wait()
-server.stop()
-os._exit(0)
-"""
 
 
 def test_embedded_mode_serves_metrics():
-    env = service_env("memory://")
-    env.pop("REDIS_URL")
-    process = Process([sys.executable, "-c", EMBEDDED_SCRIPT], env, "embedded-metrics").start()
-    try:
-        process.wait_for_output("EMBEDDED_URL=", timeout=60)
-        url = process.output().split("EMBEDDED_URL=")[1].split()[0]
-        with httpx.Client(base_url=url, timeout=60) as http:
-            done = [wait_terminal(http, submit(http, agent, payload)["run_id"])
-                    for agent, payload in (("echo", {}), ("echo", {}), ("fail", {}))]
-            samples = scrape(http)
-    finally:
-        process.stop()
+    with embedded_service("embedded-metrics") as url, \
+            httpx.Client(base_url=url, timeout=60) as http:
+        done = [wait_terminal(http, submit(http, agent, payload)["run_id"])
+                for agent, payload in (("echo", {}), ("echo", {}), ("fail", {}))]
+        samples = scrape(http)
     assert value(samples, "runcast_runs_submitted_total", agent="echo") == 2
     assert value(samples, "runcast_runs_finished_total", agent="echo", status="succeeded") == 2
     assert value(samples, "runcast_runs_finished_total", agent="fail", status="failed") == 1

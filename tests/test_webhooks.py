@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import re
 import signal
-import sys
 import time
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from tests.api_helpers import get_run, submit, wait_terminal
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import Process, service_env, start_api, start_worker
+from tests.services import Process, embedded_service, start_api, start_worker
 from tests.webhook_support import HANG, SECRET, Receiver, unreachable_url
 
 pytestmark = pytest.mark.slow
@@ -250,37 +249,18 @@ def test_delivery_checks_the_address_again():
         state.close()
 
 
-EMBEDDED_SCRIPT = """
-import os, signal, threading
-from api.embedded import EmbeddedServer
-
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
-server = EmbeddedServer()
-print("EMBEDDED_URL=" + server.start(), flush=True)
-stop.wait()
-server.stop()
-os._exit(0)
-"""
 
 
 def test_embedded_mode_delivers_too():
-    env = service_env("memory://", **WORKER_ENV)
-    env.pop("REDIS_URL")
-    process = Process([sys.executable, "-c", EMBEDDED_SCRIPT], env, "embedded").start()
-    try:
-        process.wait_for_output("EMBEDDED_URL=", timeout=60)
-        url = re.search(r"EMBEDDED_URL=(\S+)", process.output()).group(1)
-        with Receiver([503], then=200) as hook, Receiver(then=200) as batch_hook, \
-                httpx.Client(base_url=url, timeout=30) as http:
-            run = submit(http, "echo", {}, webhook=hook.url)
-            queued = http.post("/batches", json={"runs": [{"agent": "echo"}] * 2,
-                                                 "webhook": batch_hook.url}).json()
-            done = settled(http, f"/runs/{run['run_id']}")
-            batch = settled(http, f"/batches/{queued['batch_id']}")
-            requests, batch_requests = hook.requests(), batch_hook.requests()
-    finally:
-        process.stop()
+    with embedded_service(**WORKER_ENV) as url, \
+            Receiver([503], then=200) as hook, Receiver(then=200) as batch_hook, \
+            httpx.Client(base_url=url, timeout=30) as http:
+        run = submit(http, "echo", {}, webhook=hook.url)
+        queued = http.post("/batches", json={"runs": [{"agent": "echo"}] * 2,
+                                             "webhook": batch_hook.url}).json()
+        done = settled(http, f"/runs/{run['run_id']}")
+        batch = settled(http, f"/batches/{queued['batch_id']}")
+        requests, batch_requests = hook.requests(), batch_hook.requests()
     assert done["webhook_status"] == {"state": "delivered", "attempts": 2, "last_status": 200,
                                       "last_error": None}
     assert len(requests) == 2
