@@ -1,7 +1,9 @@
-"""Tasks the runs benchmark compares: a bare Celery no-op and a no-op runcast agent.
+"""Tasks the benchmarks compare: bare Celery tasks and runcast agents doing the same.
 
-The benchmark's worker imports this module (RUNCAST_AGENTS="tasks.demo,benchmarks.bare"), and
-so does the benchmark process.
+The benchmark's worker imports this module (RUNCAST_AGENTS="tasks.demo,benchmarks.bare"): it
+executes both kinds. The bare side SENDS its tasks through `stock_client(redis_url)`, a Celery
+app as a user of plain Celery has it (kombu's own Redis transport), not through runcast's app,
+whose Redis transport is runcast's own (tasks/redis_transport.py).
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ import asyncio
 import time
 from typing import Any
 
+from celery import Celery
+
 from streaming import StreamContext
+from tasks.celery_config import configure_app
 from tasks.celeryapp import app
 from tasks.registry import agent
+from tasks.settings import Settings
 
 
 @app.task(name="bench.noop", ignore_result=False)
@@ -43,3 +49,15 @@ async def bench_io(payload: Any, context: StreamContext) -> dict:
         await asyncio.sleep(IO_STEP_S)
         await context.emit_token(f"t{i} ")
     return {"steps": IO_STEPS}
+
+
+def stock_client(redis_url: str) -> Celery:
+    """The bare side's client app: runcast's Celery settings (JSON only, task-sent events, the
+    Redis result backend) on kombu's stock Redis transport. Its tasks only send: `bench.noop`
+    and `bench.sleep` run in the benchmark's worker, registered above."""
+    client = Celery("bare")
+    configure_app(client, Settings(redis_url=redis_url, agents=""))
+    client.conf.update(broker_transport=None, imports=[])
+    client.task(name="bench.noop", ignore_result=False, shared=False)(noop.run)
+    client.task(name="bench.sleep", ignore_result=False, shared=False)(sleep_task.run)
+    return client

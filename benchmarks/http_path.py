@@ -8,19 +8,19 @@ other round:
   - round trips: N sequential no-ops from one caller, each submitted and waited for (p50);
     runcast: `POST /runs {"agent": "bench_noop"}` + `GET /runs/{id}/wait` (httpx, keep-alive);
     bare:    `noop.apply_async(args=[{}])` + `.get()` (Redis result backend);
-  - throughput: M no-ops submitted at once, then every one waited for, by CALLERS concurrent
-    callers (runcast: asyncio tasks on one httpx.AsyncClient, a connection each; bare: threads).
+  - throughput: M no-ops submitted, then every one waited for, by CALLERS threads on each side
+    (runcast: an httpx.Client, so a keep-alive connection, per thread; bare: Celery's client).
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,30 +63,35 @@ def bare_round_trips(noop, n: int) -> list[float]:
     return times
 
 
-async def _runcast_throughput(url: str, m: int) -> float:
-    limits = httpx.Limits(max_connections=CALLERS, max_keepalive_connections=CALLERS)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        gate = asyncio.Semaphore(CALLERS)
-
-        async def post() -> str:
-            async with gate:
-                response = await http.post("/runs", json={"agent": "bench_noop", "input": {}})
-                return response.json()["run_id"]
-
-        async def wait(run_id: str) -> None:
-            async with gate:
-                done = (await http.get(f"/runs/{run_id}/wait", params={"timeout": 60})).json()
-            if done["status"] != "succeeded":
-                raise AssertionError(f"a run ended {done['status']}")
-
-        start = time.perf_counter()
-        ids = await asyncio.gather(*(post() for _ in range(m)))
-        await asyncio.gather(*(wait(run_id) for run_id in ids))
-        return m / (time.perf_counter() - start)
-
-
 def runcast_throughput(url: str, m: int) -> float:
-    return asyncio.run(_runcast_throughput(url, m))
+    """As bare_throughput does it: CALLERS threads submit the M runs, then wait for each; a
+    keep-alive connection per thread."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def http() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=60)
+            clients.append(local.client)
+        return local.client
+
+    def post(_: int) -> str:
+        return http().post("/runs", json={"agent": "bench_noop", "input": {}}).json()["run_id"]
+
+    def wait(run_id: str) -> None:
+        done = http().get(f"/runs/{run_id}/wait", params={"timeout": 60}).json()
+        if done["status"] != "succeeded":
+            raise AssertionError(f"a run ended {done['status']}")
+
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(CALLERS) as pool:
+            ids = list(pool.map(post, range(m)))
+            list(pool.map(wait, ids))
+        return m / (time.perf_counter() - start)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def bare_throughput(noop, m: int) -> float:
@@ -109,7 +114,9 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
 
         tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
         tasks.load_agents()
-        from benchmarks.bare import noop
+        from benchmarks.bare import stock_client
+
+        noop = stock_client(server.url).tasks["bench.noop"]  # plain Celery sends the bare side
 
         worker = start_worker(server.url, name="bench-http", concurrency=WORKER_CONCURRENCY,
                               RUNCAST_AGENTS=AGENT_MODULES)

@@ -7,8 +7,9 @@ Starts its own redis-server and ONE worker process as `runcast worker --io-bound
 round by round, in the opposite order every other round:
   - runcast: RUNS runs (default 1,000) of `bench_io`, an `async def` agent that awaits
     `asyncio.sleep(0.1)` 20 times and emits a token after each, submitted at once (from 8
-    threads), timed until every run is terminal; each must have succeeded with its 22 events
-    (started, 20 tokens, complete);
+    threads), then waited for one by one (the run store's wait, woken by each run's pub/sub
+    channel, as a Celery result's get() is) until every run is terminal; each must have
+    succeeded with its 22 events (started, 20 tokens, complete);
   - bare Celery: RUNS `bench.sleep` tasks (`time.sleep(2)`), apply_async at once (from 8
     threads, as runcast's side submits), then every result's get().
 Reported: seconds per side and round (the ideal is 2 s), their ratio (runcast / bare, medians over
@@ -64,14 +65,12 @@ def runcast_side(tasks, rt, n: int) -> float:
         ids = list(pool.map(lambda _: tasks.submit("bench_io", {}), range(n)))
     SUBMIT_S.append(time.perf_counter() - started)
     deadline = time.monotonic() + 300
-    while True:
-        statuses = rt.store.statuses(ids)
-        if all(s in ("succeeded", "failed", "cancelled") for s in statuses):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(s == 'succeeded' for s in statuses)} of {n} runs ended")
-        time.sleep(0.02)
+    statuses = []
+    for run_id in ids:  # as the bare side waits: each in turn, woken by its own channel
+        statuses.append(rt.store.wait(run_id, max(deadline - time.monotonic(), 0.1))["status"])
     elapsed = time.perf_counter() - started
+    if any(s not in ("succeeded", "failed", "cancelled") for s in statuses):
+        raise TimeoutError(f"{statuses.count('succeeded')} of {n} runs ended")
     bad = [i for i, s in zip(ids, statuses, strict=True) if s != "succeeded"]
     if bad:
         raise AssertionError(f"{len(bad)} runs did not succeed, e.g. {tasks.get_run(bad[0])}")
@@ -103,7 +102,9 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
 
         tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
         tasks.load_agents()
-        from benchmarks.bare import sleep_task
+        from benchmarks.bare import stock_client
+
+        sleep_task = stock_client(server.url).tasks["bench.sleep"]  # plain Celery sends the bare side
 
         worker = start_worker(server.url, name="bench-io", concurrency=runs,
                               extra_args=["--pool", "threads"], RUNCAST_AGENTS=AGENT_MODULES)

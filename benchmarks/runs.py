@@ -151,7 +151,9 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
 
         tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
         tasks.load_agents()
-        from benchmarks.bare import noop
+        from benchmarks.bare import stock_client
+
+        noop = stock_client(server.url).tasks["bench.noop"]  # plain Celery sends the bare side
 
         worker = start_worker(server.url, name="bench", concurrency=WORKER_CONCURRENCY,
                               RUNCAST_AGENTS=AGENT_MODULES)

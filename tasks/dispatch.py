@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from celery import Celery
@@ -40,6 +39,7 @@ from streaming.constants import (
     BATCH_DISPATCH_PAUSE_S,
     BATCH_DISPATCH_STALE_S,
 )
+from tasks.broker import one_round_trip
 from tasks.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH
                 rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
                 _send(rt, batch_id, queue, countdown=BATCH_DISPATCH_PAUSE_S)
                 return sent
-            with _pipelined(producer):
+            with one_round_trip(producer, 2 * BATCH_DISPATCH_CHUNK):
                 for run_id, agent, run_queue, input_json in runs:
                     rt.enqueue(run_id, agent, producer=producer, queue=run_queue,
                                input_json=input_json)
@@ -94,14 +94,6 @@ def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH
             if until is not None and time.monotonic() >= until:
                 _send(rt, batch_id, queue)
                 return sent
-
-
-def _pipelined(producer):
-    """kombu's publish batch (kombu 5.7+): the chunk's messages, and their task-sent events,
-    go to a Redis broker in pipelines instead of a round trip each; other brokers and older
-    kombu send them one by one."""
-    batch = getattr(producer, "batch", None)
-    return batch(max_size=2 * BATCH_DISPATCH_CHUNK) if batch is not None else nullcontext()
 
 
 def register_dispatch_task(app: Celery, runtime: Callable[[], Runtime]) -> None:

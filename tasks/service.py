@@ -24,7 +24,7 @@ from tasks.errors import (
     RunNotFound,
     UnknownAgent,
 )
-from tasks.store import STATUSES, TERMINAL, new_record, public
+from tasks.store import STATUSES, TERMINAL, decode_record, new_record, public
 from tasks.webhook_urls import accept_webhook
 from tasks.webhooks import pending_status
 
@@ -125,6 +125,28 @@ def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None
                idempotency_key: str | None = None,
                batch_id: str | None = None, webhook: str | None = None) -> tuple[str, bool]:
     """Like submit; also says whether the run is new (False: an idempotent repeat)."""
+    run_id, new, _record = _submit_run(rt, agent, input, events, timeout, metadata,
+                                       idempotency_key, batch_id, webhook)
+    return run_id, new
+
+
+def submit_and_show(rt: Runtime, agent: str, input: Any = None, *, events: Any = None,
+                    timeout: float | None = None, metadata: dict | None = None,
+                    idempotency_key: str | None = None,
+                    webhook: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Like submit_run, answering with the run as the contract's JSON: a new run as it was
+    stored (queued, no read back), an idempotent repeat as it is now."""
+    run_id, new, record = _submit_run(rt, agent, input, events, timeout, metadata,
+                                      idempotency_key, None, webhook)
+    if record is None:
+        return require_run(rt, run_id), new
+    return public(decode_record(record, 0)), new
+
+
+def _submit_run(rt: Runtime, agent: str, input: Any, events: Any, timeout: float | None,
+                metadata: dict | None, idempotency_key: str | None, batch_id: str | None,
+                webhook: str | None) -> tuple[str, bool, dict[str, str] | None]:
+    """(run id, new, the stored record when new)."""
     record = _prepare(rt, agent, input, events, timeout, metadata, idempotency_key, batch_id,
                       utc_now_iso(), webhook=webhook)
     run_id = json.loads(record["run_id"])
@@ -137,7 +159,7 @@ def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None
                 raise RunConflict(
                     f"idempotency key {idempotency_key!r} was used with a different request"
                 )
-            return held_run, False
+            return held_run, False, None
     rt.store.create([record])
     try:
         rt.enqueue(run_id, agent, input_json=record["input"])
@@ -146,7 +168,7 @@ def submit_run(rt: Runtime, agent: str, input: Any = None, *, events: Any = None
         if idempotency_key is not None:
             rt.store.release_idempotency(idempotency_key)
         raise
-    return run_id, True
+    return run_id, True, record
 
 
 def submit_batch(rt: Runtime, runs: list[dict[str, Any]], metadata: dict | None = None,

@@ -49,11 +49,12 @@ async def _aget(run_id: str, secret: str) -> dict[str, Any]:
     return with_token(run, secret)
 
 
-def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[str, bool]:
+def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+    """The run as submitted (a new run as stored, not read back) and whether it is new."""
     key = body.idempotency_key or idempotency_key
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise HTTPException(422, "the Idempotency-Key header and body field differ")
-    return service.submit_run(
+    return service.submit_and_show(
         runtime(), body.agent, body.input, events=body.events, timeout=body.timeout,
         metadata=body.metadata, idempotency_key=key, webhook=body.webhook,
     )
@@ -63,9 +64,9 @@ def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[str, bool]:
              responses={404: {"description": "unknown agent"}, 409: {}, 413: {}})
 def submit_run(body: RunRequest, response: Response, settings: SettingsDep,
                idempotency_key: IdempotencyHeader = None) -> dict[str, Any]:
-    run_id, _new = _submit(body, idempotency_key)
-    response.headers["Location"] = f"/runs/{run_id}"
-    return _get(run_id, settings.secret)
+    run, _new = _submit(body, idempotency_key)
+    response.headers["Location"] = f"/runs/{run['run_id']}"
+    return with_token(run, settings.secret)
 
 
 @router.post("/stream", dependencies=[KeyDep], response_class=Response,
@@ -74,7 +75,8 @@ async def submit_and_stream(body: RunRequest, settings: SettingsDep,
                             idempotency_key: IdempotencyHeader = None):
     """Submit a run and answer with its events until the terminal one (the run goes on if the
     caller leaves)."""
-    run_id, _new = await run_in_threadpool(_submit, body, idempotency_key)
+    run, _new = await run_in_threadpool(_submit, body, idempotency_key)
+    run_id = run["run_id"]
     return event_stream(runtime().events, run_id, 0,
                         headers={"X-Run-Id": run_id, "Location": f"/runs/{run_id}"})
 
@@ -105,13 +107,15 @@ async def wait_run(
     settings: SettingsDep,
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30,
 ) -> dict[str, Any]:
-    """The run once terminal, or as it is when `timeout` passes; woken by the run's events."""
-    run = await _aget(run_id, settings.secret)
-    if run["status"] in TERMINAL or timeout == 0:
-        return run
+    """The run once terminal, or as it is when `timeout` passes; woken by the run's events.
+
+    Subscribed first, then read: one read (not two) when the run is still going, and its
+    terminal event cannot slip between the read and the subscription."""
+    if timeout == 0:
+        return await _aget(run_id, settings.secret)
     deadline = time.monotonic() + timeout
     async with runtime().events.live(run_id) as queue:
-        run = await _aget(run_id, settings.secret)  # subscribed: re-check
+        run = await _aget(run_id, settings.secret)
         while run["status"] not in TERMINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
