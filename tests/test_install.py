@@ -21,7 +21,6 @@ import pytest
 from tests.api_helpers import (
     TERMINAL_STATUSES,
     TERMINAL_TYPES,
-    assert_complete_log,
     read_frames,
     words,
 )
@@ -36,6 +35,7 @@ from tests.install_support import (
     run,
     smoke_venv,
 )
+from tests.log_check import check_log
 from tests.redis_server import free_port
 from tests.services import ROOT
 
@@ -200,7 +200,7 @@ def stream(http: httpx.Client, run_id: str, processes: dict[str, VenvProcess]) -
         assert response.headers["content-type"].startswith("text/event-stream")
         envelopes = [frame.data for frame in read_frames(response)]
     assert envelopes and envelopes[-1]["type"] in TERMINAL_TYPES, logs
-    assert_complete_log(envelopes, run_id)
+    check_log(run_id, envelopes)
     return envelopes
 
 

@@ -14,13 +14,13 @@ import pytest
 from tests.agents_streaming import AGENTS, QUEUE, TICKS
 from tests.api_helpers import (
     all_events,
-    assert_complete_log,
     assert_frame_matches_envelope,
     parse_body,
     submit,
     wait_terminal,
     wait_until,
 )
+from tests.log_check import check_log
 from tests.services import ROOT, start_worker
 
 REPLY = "Paris is sunny today."
@@ -53,7 +53,7 @@ def sse(http: httpx.Client, run_id: str) -> list[dict]:
     for frame in frames:
         assert_frame_matches_envelope(frame, run_id)
     envelopes = [frame.data for frame in frames]
-    assert_complete_log(envelopes, run_id)
+    check_log(run_id, envelopes)
     assert envelopes == all_events(http, run_id)
     return envelopes
 

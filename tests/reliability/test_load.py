@@ -24,10 +24,10 @@ import redis
 from tests.api_helpers import (
     TERMINAL_TYPES,
     FrameReader,
-    assert_complete_log,
     assert_frame_matches_envelope,
     words,
 )
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
 from tests.services import start_api, start_worker
@@ -312,7 +312,7 @@ async def test_200_sse_subscribers_get_every_event_once(loaded):
             page = (await client.get(f"/runs/{run_id}/events", params={"limit": 10_000})).json()
             assert page["done"], page
             truth[run_id] = page["events"]
-            assert_complete_log(truth[run_id], run_id)
+            check_log(run_id, truth[run_id])
             assert [e["type"] for e in truth[run_id]] == ["started"] + ["token"] * 40 + [
                 "complete"]
         runs = [(await client.get(f"/runs/{run_id}")).json() for run_id in run_ids]
