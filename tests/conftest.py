@@ -62,3 +62,13 @@ def api_url(redis_url, worker):
     process, url = start_api(redis_url)
     yield url
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def http(api_url):
+    """An HTTP client of the session's API (a file that needs another API defines its own `http`,
+    built with tests.services.http_client too)."""
+    from tests.services import http_client
+
+    with http_client(api_url) as client:
+        yield client

@@ -23,18 +23,12 @@ from tests.api_helpers import (
 )
 from tests.log_check import check_log
 from tests.redis_server import RedisServer
-from tests.services import start_api
+from tests.services import http_client, start_api
 
 DEMO_AGENTS = {"echo", "countdown", "tokens", "async_tokens", "fail", "sleep", "block", "custom",
                "chatty"}
 MAX_BODY = 1_048_576
 HANG_GUARD_S = 15  # generous: only catches a wait that never returns
-
-
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
 
 
 def assert_error(response: httpx.Response, status: int) -> None:
@@ -609,7 +603,7 @@ def test_healthz_and_routes_503_when_redis_is_down():
     process = None
     try:
         process, url = start_api(server.url)
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with http_client(url) as http:
             up = http.get("/healthz")
             assert up.status_code == 200 and up.json()["redis"] == "ok"
             assert up.json()["workers"] == 0  # nobody works for this Redis

@@ -16,7 +16,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.api_helpers import (
@@ -30,7 +29,7 @@ from tests.api_helpers import (
     wait_until,
 )
 from tests.log_check import check_log
-from tests.services import ROOT, embedded_service
+from tests.services import ROOT, embedded_service, http_client
 
 DEMO_AGENTS = {"echo", "countdown", "tokens", "async_tokens", "fail", "sleep", "block", "custom",
                "chatty"}
@@ -49,7 +48,7 @@ def embedded_url():
 @pytest.fixture
 def http(mode, request):
     url = request.getfixturevalue("embedded_url" if mode == "embedded" else "api_url")
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with http_client(url, timeout=30) as client:
         yield client
 
 

@@ -37,12 +37,6 @@ def graphs_worker(redis_url, runcast, worker):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
 def sse(http: httpx.Client, run_id: str) -> list[dict]:
     """The run's events over SSE, from the first to the terminal one, checked as the contract's
     log: frames match their envelopes, seq 1..n without gap or duplicate, and equal to the

@@ -25,12 +25,6 @@ from tests.api_helpers import (
 from tests.log_check import check_log
 
 
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
 def assert_sse_headers(response: httpx.Response) -> None:
     assert response.status_code == 200, response.read()
     assert response.headers["content-type"].startswith("text/event-stream")
