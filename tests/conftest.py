@@ -29,6 +29,17 @@ def redis_client(redis_url):
     client.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request, redis_url):
+    """Each event backend in turn: in memory, then Redis (the test redis-server)."""
+    from streaming import MemoryEventBackend, RedisEventBackend
+
+    backend = MemoryEventBackend() if request.param == "memory" else RedisEventBackend(redis_url)
+    yield backend
+    await backend.aclose()
+    backend.close()
+
+
 @pytest.fixture
 def run_id() -> str:
     return uuid.uuid4().hex
