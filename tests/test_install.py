@@ -37,7 +37,7 @@ from tests.install_support import (
 )
 from tests.log_check import check_log
 from tests.redis_server import free_port
-from tests.services import ROOT
+from tests.services import ROOT, http_client
 
 # The first run on a machine builds the cached venv (resolves and installs every dependency).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -159,7 +159,7 @@ def test_installed_commands_serve_runs_streams_and_flower(venv, outside, redis_u
         processes["api"].wait_until(lambda: answers(api + "/healthz"), "/healthz answered")
         processes["flower"].wait_until(lambda: answers(flower + "/healthcheck"),
                                        "/healthcheck answered")
-        with httpx.Client(base_url=api, timeout=30) as http:
+        with http_client(api, timeout=30) as http:
             echo = submit(http, "echo", {"hello": "installed"})
             tokens = submit(http, "tokens", {"text": words(20)})
             echo_log = stream(http, echo, processes)
