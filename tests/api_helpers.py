@@ -97,18 +97,6 @@ def assert_frame_matches_envelope(frame: Frame, run_id: str) -> None:
     assert isinstance(frame.data["data"], dict)
 
 
-def assert_complete_log(envelopes: list[dict], run_id: str | None = None) -> None:
-    """seq 1..n without gap or duplicate, one terminal event and it is last."""
-    seqs = [e["seq"] for e in envelopes]
-    assert seqs == list(range(1, len(seqs) + 1)), seqs
-    assert envelopes[0]["type"] == "started"
-    kinds = [e["type"] for e in envelopes]
-    assert sum(kind in TERMINAL_TYPES for kind in kinds) == 1, kinds
-    assert kinds[-1] in TERMINAL_TYPES, kinds
-    if run_id is not None:
-        assert {e["run_id"] for e in envelopes} == {run_id}
-
-
 def submit(http: httpx.Client, agent: str, input: Any = None, **body: Any) -> dict[str, Any]:
     response = http.post("/runs", json={"agent": agent, "input": input or {}, **body})
     assert response.status_code == 202, response.text

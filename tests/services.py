@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,6 +91,12 @@ def start_api(redis_url: str, **env: str) -> tuple[Process, str]:
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", api)
     return api, url
+
+
+def http_client(url: str, timeout: float = 60, **kwargs: Any) -> httpx.Client:
+    """A client of the API at `url` (requests take paths: `client.get("/runs")`): what every
+    `http` fixture and ad-hoc client of the tests is built with."""
+    return httpx.Client(base_url=url, timeout=timeout, **kwargs)
 
 
 def wait_http(url: str, process: Process, timeout: float = 30) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
-import httpx
 import pytest
 
-from tests.services import start_api, start_worker
+from tests.services import http_client, start_api, start_worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -31,7 +30,7 @@ def test_runs_and_cancel_over_an_amqp_broker(redis_url):
     worker = start_worker(redis_url, name="amqp", concurrency=2, **env)
     api, url = start_api(redis_url, **env)
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with http_client(url, timeout=30) as http:
             run = http.post("/runs", json={"agent": "countdown",
                                            "input": {"steps": 3, "delay": 0.05}}).json()
             done = http.get(f"/runs/{run['run_id']}/wait", params={"timeout": 30}).json()

@@ -14,7 +14,6 @@ from tests.api_helpers import (
     RUN_FIELDS,
     Saturated,
     all_events,
-    assert_complete_log,
     get_run,
     marker,
     submit,
@@ -22,19 +21,14 @@ from tests.api_helpers import (
     wait_until,
     words,
 )
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
-from tests.services import start_api
+from tests.services import http_client, start_api
 
 DEMO_AGENTS = {"echo", "countdown", "tokens", "async_tokens", "fail", "sleep", "block", "custom",
                "chatty"}
 MAX_BODY = 1_048_576
 HANG_GUARD_S = 15  # generous: only catches a wait that never returns
-
-
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
 
 
 def assert_error(response: httpx.Response, status: int) -> None:
@@ -290,7 +284,7 @@ def test_events_pages_with_after_limit_next_after_and_done(http):
     assert set(everything) == {"events", "next_after", "done"}
     assert everything["next_after"] == 12 and everything["done"] is True
     events = everything["events"]
-    assert_complete_log(events, run_id)
+    check_log(run_id, events)
     assert all(set(e) == ENVELOPE_FIELDS for e in events)
     assert [e["type"] for e in events] == ["started"] + ["token"] * 10 + ["complete"]
     assert [e["data"]["content"] for e in events[1:-1]] == [f"w{i} " for i in range(10)]
@@ -474,7 +468,7 @@ def test_cancel_a_running_run(http):
     assert done["status"] == "cancelled"
     assert time.monotonic() - started < 15
     events = all_events(http, run_id)
-    assert_complete_log(events, run_id)
+    check_log(run_id, events)
     assert events[-1]["type"] == "cancelled"
     # ended: 409, and the run stays cancelled
     assert_error(http.post(f"/runs/{run_id}/cancel", json={"reason": "again"}), 409)
@@ -609,7 +603,7 @@ def test_healthz_and_routes_503_when_redis_is_down():
     process = None
     try:
         process, url = start_api(server.url)
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with http_client(url) as http:
             up = http.get("/healthz")
             assert up.status_code == 200 and up.json()["redis"] == "ok"
             assert up.json()["workers"] == 0  # nobody works for this Redis

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import marker, parse_body, wait_terminal
-from tests.services import start_api
+from tests.services import http_client, start_api
 
 KEYS = ("key-one-" + secrets.token_hex(8), "key-two-" + secrets.token_hex(8))
 
@@ -24,14 +24,13 @@ def auth_url(redis_url, worker):
 
 @pytest.fixture(scope="module")
 def admin(auth_url):
-    with httpx.Client(base_url=auth_url, timeout=60,
-                      headers={"Authorization": f"Bearer {KEYS[0]}"}) as client:
+    with http_client(auth_url, headers={"Authorization": f"Bearer {KEYS[0]}"}) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def anon(auth_url):
-    with httpx.Client(base_url=auth_url, timeout=60) as client:
+    with http_client(auth_url) as client:
         yield client
 
 
@@ -95,8 +94,7 @@ def test_a_wrong_key_is_401(anon, runs, header):
 
 @pytest.mark.parametrize("key", KEYS)
 def test_a_right_key_passes_on_every_route(auth_url, runs, key):
-    with httpx.Client(base_url=auth_url, timeout=60,
-                      headers={"Authorization": f"Bearer {key}"}) as client:
+    with http_client(auth_url, headers={"Authorization": f"Bearer {key}"}) as client:
         for method, path, kwargs in routes(runs):
             if path.endswith("/cancel") and path.startswith("/runs/"):
                 expected = {409}  # the run ended: past auth, refused for its state

@@ -4,24 +4,12 @@ import asyncio
 import threading
 import time
 
-import pytest
 import redis
 
-from streaming import Event, MemoryEventBackend, RedisEventBackend, StreamContext
+from streaming import Event, RedisEventBackend, StreamContext
 from streaming.events import dumps
 
 WAIT_S = 20  # generous bound on anything that should take milliseconds
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request, redis_url):
-    if request.param == "memory":
-        backend = MemoryEventBackend()
-    else:
-        backend = RedisEventBackend(redis_url)
-    yield backend
-    await backend.aclose()
-    backend.close()
 
 
 def make(run_id: str, seq: int, event_type: str = "token", **data) -> Event:

@@ -31,12 +31,6 @@ from tests.runs_support import eventually
 ACCEPT_BOUND_S = 15.0  # generous: the machine is shared; the benchmark measures the real figure
 
 
-@pytest.fixture
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
 def post_batch(http: httpx.Client, runs: list[dict], **body) -> dict:
     response = http.post("/batches", json={"runs": runs, **body})
     assert response.status_code == 202, response.text

@@ -19,8 +19,8 @@ from streaming.constants import BATCH_KEY
 from tasks.runtime import Runtime
 from tasks.settings import Settings
 from tests.batch_support import check_batch_frames, read_batch_stream
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
-from tests.runs_support import check_log
 from tests.services import start_api, start_worker
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,9 @@ import time
 import pytest
 
 from tests.agents_streaming import AGENTS, QUEUE
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
-from tests.runs_support import check_log, eventually, node
+from tests.runs_support import eventually, node
 from tests.test_runs_lost import LOST_DEADLINE_S, World
 
 pytestmark = pytest.mark.slow

@@ -59,12 +59,6 @@ def followed_run_id(result: subprocess.CompletedProcess[str]) -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        yield client
-
-
 def api_submit(http: httpx.Client, agent: str, payload: dict) -> str:
     response = http.post("/runs", json={"agent": agent, "input": payload})
     assert response.status_code == 202, response.text

@@ -24,6 +24,7 @@ from api.client import (
 from api.schemas import AgentList, BatchCreated, BatchStatus, EventsPage, Health, Run, RunList
 from streaming.events import Event
 from tests.api_helpers import marker, words
+from tests.redis_server import free_port
 from tests.services import start_api
 
 KEY = "client-key-" + secrets.token_hex(8)
@@ -266,10 +267,7 @@ def test_typed_errors(client, auth_url):
 
 
 def test_unreachable_server_is_server_unavailable():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with Client(f"http://127.0.0.1:{port}", timeout=2) as nowhere, pytest.raises(
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as nowhere, pytest.raises(
             ServerUnavailable) as info:
         nowhere.health()
     assert info.value.status_code is None

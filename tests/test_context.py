@@ -10,7 +10,6 @@ import pytest
 from streaming import (
     EventsFilter,
     MemoryEventBackend,
-    RedisEventBackend,
     RunCancelled,
     StreamContext,
     TokenEvent,
@@ -329,16 +328,7 @@ def emit_in(ctx: StreamContext, event_type: str):
 
 
 # -- seq across contexts and threads -----------------------------------------------------------
-@pytest.fixture(params=["memory", "redis"])
-def backend(request, redis_url):
-    if request.param == "memory":
-        yield MemoryEventBackend()
-        return
-    backend = RedisEventBackend(redis_url)
-    yield backend
-    backend.close()
-
-
+# (`backend`: conftest's, each event backend in turn)
 def test_a_new_context_of_the_same_run_continues_the_seq(backend, run_id):
     first = StreamContext(run_id, backend=backend)
     first.sync_emit_started(attempt=1)

@@ -16,13 +16,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.api_helpers import (
     RUN_FIELDS,
     all_events,
-    assert_complete_log,
     assert_frame_matches_envelope,
     get_run,
     read_frames,
@@ -30,7 +28,8 @@ from tests.api_helpers import (
     wait_terminal,
     wait_until,
 )
-from tests.services import ROOT, embedded_service
+from tests.log_check import check_log
+from tests.services import ROOT, embedded_service, http_client
 
 DEMO_AGENTS = {"echo", "countdown", "tokens", "async_tokens", "fail", "sleep", "block", "custom",
                "chatty"}
@@ -49,7 +48,7 @@ def embedded_url():
 @pytest.fixture
 def http(mode, request):
     url = request.getfixturevalue("embedded_url" if mode == "embedded" else "api_url")
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with http_client(url, timeout=30) as client:
         yield client
 
 
@@ -108,7 +107,7 @@ def test_countdown_events_by_polling(http, mode):
     assert run["status"] == "succeeded" and run["output"] == {"steps": 3}
 
     events = all_events(http, run_id)
-    assert_complete_log(events, run_id)
+    check_log(run_id, events)
     assert [e["type"] for e in events] == ["started"] + ["progress"] * 3 + ["complete"]
     assert [e["data"]["progress"] for e in events[1:4]] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert events[-1]["data"]["output"] == {"steps": 3}
@@ -137,7 +136,7 @@ def test_countdown_events_over_sse(http, mode):
     for frame in frames:
         assert_frame_matches_envelope(frame, run_id)
     assert [int(frame.id) for frame in frames] == list(range(1, len(frames) + 1))
-    assert_complete_log([frame.data for frame in frames], run_id)
+    check_log(run_id, [frame.data for frame in frames])
     assert [frame.event for frame in frames] == ["started"] + ["progress"] * 4 + ["complete"]
 
     # resumed after seq 3 with Last-Event-ID: only what follows
@@ -184,7 +183,7 @@ def test_cancel_a_running_sleep(http, mode):
     assert run["status"] == "cancelled"
     assert time.monotonic() - began < 20
     events = all_events(http, run_id)
-    assert_complete_log(events, run_id)
+    check_log(run_id, events)
     assert events[-1]["type"] == "cancelled"
     assert events[-1]["data"]["reason"] == "test says stop"
 
@@ -210,7 +209,7 @@ def test_failing_agent(http, mode):
     assert "boom" in run["error"]["error"]
     assert run["error"]["details"]["type"] == "ValueError"
     events = all_events(http, run_id)
-    assert_complete_log(events, run_id)
+    check_log(run_id, events)
     assert events[-1]["type"] == "error"
     assert events[-1]["data"]["code"] == "agent_error"
     assert "Traceback" not in str(events[-1]["data"])

@@ -21,7 +21,6 @@ import pytest
 from tests.api_helpers import (
     TERMINAL_STATUSES,
     TERMINAL_TYPES,
-    assert_complete_log,
     read_frames,
     words,
 )
@@ -36,8 +35,9 @@ from tests.install_support import (
     run,
     smoke_venv,
 )
+from tests.log_check import check_log
 from tests.redis_server import free_port
-from tests.services import ROOT
+from tests.services import ROOT, http_client
 
 # The first run on a machine builds the cached venv (resolves and installs every dependency).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -159,7 +159,7 @@ def test_installed_commands_serve_runs_streams_and_flower(venv, outside, redis_u
         processes["api"].wait_until(lambda: answers(api + "/healthz"), "/healthz answered")
         processes["flower"].wait_until(lambda: answers(flower + "/healthcheck"),
                                        "/healthcheck answered")
-        with httpx.Client(base_url=api, timeout=30) as http:
+        with http_client(api, timeout=30) as http:
             echo = submit(http, "echo", {"hello": "installed"})
             tokens = submit(http, "tokens", {"text": words(20)})
             echo_log = stream(http, echo, processes)
@@ -200,7 +200,7 @@ def stream(http: httpx.Client, run_id: str, processes: dict[str, VenvProcess]) -
         assert response.headers["content-type"].startswith("text/event-stream")
         envelopes = [frame.data for frame in read_frames(response)]
     assert envelopes and envelopes[-1]["type"] in TERMINAL_TYPES, logs
-    assert_complete_log(envelopes, run_id)
+    check_log(run_id, envelopes)
     return envelopes
 
 

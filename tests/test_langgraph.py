@@ -14,13 +14,13 @@ import pytest
 from tests.agents_streaming import AGENTS, QUEUE, TICKS
 from tests.api_helpers import (
     all_events,
-    assert_complete_log,
     assert_frame_matches_envelope,
     parse_body,
     submit,
     wait_terminal,
     wait_until,
 )
+from tests.log_check import check_log
 from tests.services import ROOT, start_worker
 
 REPLY = "Paris is sunny today."
@@ -37,12 +37,6 @@ def graphs_worker(redis_url, runcast, worker):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
-
-
 def sse(http: httpx.Client, run_id: str) -> list[dict]:
     """The run's events over SSE, from the first to the terminal one, checked as the contract's
     log: frames match their envelopes, seq 1..n without gap or duplicate, and equal to the
@@ -53,7 +47,7 @@ def sse(http: httpx.Client, run_id: str) -> list[dict]:
     for frame in frames:
         assert_frame_matches_envelope(frame, run_id)
     envelopes = [frame.data for frame in frames]
-    assert_complete_log(envelopes, run_id)
+    check_log(run_id, envelopes)
     assert envelopes == all_events(http, run_id)
     return envelopes
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api_helpers import get_run, submit, wait_terminal, wait_until
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import embedded_service, start_api, start_worker
+from tests.services import embedded_service, http_client, start_api, start_worker
 
 KEY = "metrics-key-" + secrets.token_hex(8)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -71,8 +71,8 @@ def fleet():
         worker = start_worker(server.url, name="metrics", concurrency=2)
         api_a, url_a = start_api(server.url, **API_ENV)
         api_b, url_b = start_api(server.url, **API_ENV)
-        with httpx.Client(base_url=url_a, headers=AUTH, timeout=60) as a, \
-                httpx.Client(base_url=url_b, headers=AUTH, timeout=60) as b:
+        with http_client(url_a, headers=AUTH) as a, \
+                http_client(url_b, headers=AUTH) as b:
             eventually(lambda: a.get("/healthz").json()["workers"] == 1, 30,
                        what="the worker in /healthz")
             yield a, b
@@ -187,7 +187,7 @@ def test_sse_subscribers_count_this_process_streams(fleet):
 
 def test_embedded_mode_serves_metrics():
     with embedded_service("embedded-metrics") as url, \
-            httpx.Client(base_url=url, timeout=60) as http:
+            http_client(url) as http:
         done = [wait_terminal(http, submit(http, agent, payload)["run_id"])
                 for agent, payload in (("echo", {}), ("echo", {}), ("fail", {}))]
         samples = scrape(http)
@@ -208,7 +208,7 @@ def test_webhook_deliveries_are_counted_by_outcome(runcast, api_url):
     from tasks import runtime
     from tasks.metrics import record_webhook_delivery
 
-    with httpx.Client(base_url=api_url, timeout=30) as http:
+    with http_client(api_url, timeout=30) as http:
         before = scrape(http)
         for outcome in ("delivered", "delivered", "retried"):
             record_webhook_delivery(runtime(), outcome)
@@ -264,7 +264,7 @@ def test_a_batch_counts_as_submitted_and_queued_before_its_dispatch():
     api = None
     try:
         api, url = start_api(server.url, **API_ENV)
-        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+        with http_client(url, headers=AUTH) as http:
             before = scrape(http)
             body = {"runs": [{"agent": "echo", "input": {"i": i}} for i in range(5)]}
             created = http.post("/batches", json=body)

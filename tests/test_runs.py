@@ -17,8 +17,8 @@ import redis
 from streaming.constants import BATCH_KEY, RUNS_INDEX_KEY
 from tasks.celeryapp import runtime, settings
 from tasks.service import submit_run
+from tests.log_check import check_log
 from tests.runs_support import (
-    check_log,
     eventually,
     extra_worker_fixture,
     finish,

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.agents_extra import EXITED, MARK, SWALLOWED
+from tests.log_check import check_log
 from tests.runs_support import (
-    check_log,
     eventually,
     extra_worker_fixture,
     finish,

@@ -20,8 +20,9 @@ from celery import Celery
 
 from tasks.runtime import Runtime
 from tasks.settings import Settings
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
-from tests.runs_support import check_log, eventually, node, types
+from tests.runs_support import eventually, node, types
 from tests.services import ROOT, service_env, start_worker
 
 pytestmark = pytest.mark.slow

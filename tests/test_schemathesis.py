@@ -5,7 +5,6 @@ document (response body schema, content type)."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +16,7 @@ from schemathesis.checks import (
 )
 
 from tests.api_helpers import wait_terminal
+from tests.services import http_client
 
 MAX_EXAMPLES = 30
 # no 5xx, and what does come back is what the document says (body schema, content type)
@@ -55,7 +55,7 @@ def api_schema(api_url):
 @pytest.fixture(scope="module")
 def existing(api_url):
     """A finished run (so no generated wait or stream can block) and a finished batch."""
-    with httpx.Client(base_url=api_url, timeout=60) as http:
+    with http_client(api_url) as http:
         run = http.post("/runs", json={"agent": "tokens", "input": {"text": "a b c"}}).json()
         batch = http.post("/batches", json={"runs": [{"agent": "echo"}]}).json()
         wait_terminal(http, run["run_id"])

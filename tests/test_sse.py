@@ -12,7 +12,6 @@ import pytest
 from tests.api_helpers import (
     FrameReader,
     all_events,
-    assert_complete_log,
     assert_frame_matches_envelope,
     get_run,
     marker,
@@ -23,12 +22,7 @@ from tests.api_helpers import (
     wait_until,
     words,
 )
-
-
-@pytest.fixture(scope="module")
-def http(api_url):
-    with httpx.Client(base_url=api_url, timeout=60) as client:
-        yield client
+from tests.log_check import check_log
 
 
 def assert_sse_headers(response: httpx.Response) -> None:
@@ -80,7 +74,7 @@ def test_replay_then_live_without_gap_or_duplicate(http):
         assert_sse_headers(response)
         frames = read_frames(response)
     log = envelopes(frames)
-    assert_complete_log(log, run_id)
+    check_log(run_id, log)
     assert len(log) == n + 2
     assert log[: len(before["events"])] == before["events"]  # the replayed part
     assert log == all_events(http, run_id)
@@ -104,7 +98,7 @@ def test_resume_in_the_middle_of_a_running_run(http, how):
         rest = read_frames(response)
     assert rest[0].seq == 11
     log = envelopes(first + rest)
-    assert_complete_log(log, run_id)
+    check_log(run_id, log)
     assert len(log) == n + 2
     assert log == all_events(http, run_id)
 
@@ -126,7 +120,7 @@ def test_late_subscriber_gets_the_whole_log_and_the_stream_closes(http):
     assert time.monotonic() - started < 10
     assert_sse_headers(response)
     frames = parse_body(response.text)
-    assert_complete_log(envelopes(frames), run_id)
+    check_log(run_id, envelopes(frames))
     assert [f.event for f in frames] == ["started"] + ["progress"] * 4 + ["complete"]
     assert envelopes(frames) == all_events(http, run_id)
 
@@ -156,7 +150,7 @@ def test_failed_and_cancelled_runs_end_their_streams(http):
                 if frame.event == "started":
                     assert http.post(f"/runs/{sleeper}/cancel",
                                      json={"reason": "stop"}).status_code == 202
-    assert_complete_log(envelopes(frames), sleeper)
+    check_log(sleeper, envelopes(frames))
     assert frames[-1].event == "cancelled" and frames[-1].data["data"]["reason"] == "stop"
 
 
@@ -179,7 +173,7 @@ async def test_two_subscribers_get_identical_logs(api_url):
         one, two = await asyncio.gather(subscribe(0), subscribe(0.3))
         log = (await client.get(f"/runs/{run_id}/events")).json()["events"]
     assert one == two == log
-    assert_complete_log(one, run_id)
+    check_log(run_id, one)
     assert len(one) == n + 2
 
 
@@ -192,7 +186,7 @@ def test_submit_and_stream(http):
     for frame in frames:
         assert_frame_matches_envelope(frame, run_id)
     log = envelopes(frames)
-    assert_complete_log(log, run_id)
+    check_log(run_id, log)
     assert [e["type"] for e in log] == ["started", "token", "token", "token", "complete"]
     run = get_run(http, run_id)
     assert run["status"] == "succeeded" and run["output"] == {"text": "one two three"}
@@ -234,7 +228,7 @@ def test_the_run_goes_on_when_the_stream_caller_leaves(http):
     assert done["status"] == "succeeded"
     assert done["output"] == {"text": words(n)}
     log = all_events(http, run_id)
-    assert_complete_log(log, run_id)
+    check_log(run_id, log)
     assert len(log) == n + 2
 
 

@@ -11,9 +11,7 @@ import pytest
 
 from streaming import (
     Event,
-    MemoryEventBackend,
     QueueBackend,
-    RedisEventBackend,
     StreamContext,
     StreamingBackend,
     emit_update,
@@ -21,14 +19,6 @@ from streaming import (
 from streaming.context import current_context
 
 WAIT_S = 20
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request, redis_url):
-    backend = MemoryEventBackend() if request.param == "memory" else RedisEventBackend(redis_url)
-    yield backend
-    await backend.aclose()
-    backend.close()
 
 
 class Recording:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import all_events, submit, wait_terminal
-from tests.services import ROOT, service_env, start_worker
+from tests.services import ROOT, http_client, service_env, start_worker
 from tests.ui_support import PHONE, Page, RestartableApi, chromium_session, new_page
 
 UI_AGENTS = "tasks.demo,tests.agents_ui"
@@ -46,7 +46,7 @@ def api(redis_url, runcast):
 
 @pytest.fixture(scope="module")
 def http(api):
-    with httpx.Client(base_url=api.url, timeout=60) as client:
+    with http_client(api.url) as client:
         yield client
 
 

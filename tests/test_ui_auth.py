@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import secrets
 
-import httpx
 import pytest
 
 from tests.api_helpers import submit, wait_terminal
+from tests.services import http_client
 from tests.ui_support import Page, RestartableApi, chromium_session, new_page
 
 KEYS = ("ui-key-one-" + secrets.token_hex(8), "ui-key-two-" + secrets.token_hex(8))
@@ -35,8 +35,7 @@ def api(redis_url, worker):
 
 @pytest.fixture(scope="module")
 def admin(api):
-    with httpx.Client(base_url=api.url, timeout=60,
-                      headers={"Authorization": f"Bearer {KEYS[1]}"}) as client:
+    with http_client(api.url, headers={"Authorization": f"Bearer {KEYS[1]}"}) as client:
         yield client
 
 

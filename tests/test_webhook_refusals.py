@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.redis_server import RedisServer
-from tests.services import BIN, Process, free_port, service_env, start_api
+from tests.services import BIN, Process, free_port, http_client, service_env, start_api
 from tests.webhook_support import SECRET
 
 NEVER_ENDS = {"agent": "block", "input": {"seconds": 3600}, "timeout": 3600}
@@ -47,7 +47,7 @@ def server():
 def strict(server):
     """The API with webhooks on and the default rules (no private addresses); no worker."""
     process, url = start_api(server.url, RUNCAST_WEBHOOK_SECRET=SECRET)
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with http_client(url, timeout=30) as http:
         yield http
     process.stop()
 
@@ -95,7 +95,7 @@ def test_refused_while_the_secret_is_unset(server):
     """Private addresses allowed, loopback URL: only the missing secret can refuse it."""
     process, url = start_api(server.url, RUNCAST_WEBHOOK_ALLOW_PRIVATE="true")
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with http_client(url, timeout=30) as http:
             response = http.post("/runs", json={**NEVER_ENDS,
                                                 "webhook": "http://127.0.0.1:9/hook"})
             assert response.status_code == 422, response.text

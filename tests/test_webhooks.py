@@ -19,7 +19,7 @@ import pytest
 from tests.api_helpers import get_run, submit, wait_terminal
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import Process, embedded_service, start_api, start_worker
+from tests.services import Process, embedded_service, http_client, start_api, start_worker
 from tests.webhook_support import HANG, SECRET, Receiver, unreachable_url
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ class World:
         self.worker_env = worker_env
         self.workers: list[Process] = []
         self.api, self.url = start_api(self.server.url, **API_ENV)
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http = http_client(self.url, timeout=30)
 
     def start_worker(self, name: str) -> Process:
         process = start_worker(self.server.url, name=name, concurrency=2, **self.worker_env)
@@ -254,7 +254,7 @@ def test_delivery_checks_the_address_again():
 def test_embedded_mode_delivers_too():
     with embedded_service(**WORKER_ENV) as url, \
             Receiver([503], then=200) as hook, Receiver(then=200) as batch_hook, \
-            httpx.Client(base_url=url, timeout=30) as http:
+            http_client(url, timeout=30) as http:
         run = submit(http, "echo", {}, webhook=hook.url)
         queued = http.post("/batches", json={"runs": [{"agent": "echo"}] * 2,
                                              "webhook": batch_hook.url}).json()

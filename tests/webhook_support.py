@@ -17,6 +17,8 @@ from typing import Any, Self
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.redis_server import free_port
+
 SECRET = "whsec_" + base64.b64encode(b"runcast-webhook-test-key-32bytes").decode()
 HANG = "hang"  # hold the request until the receiver stops, never answering
 
@@ -104,9 +106,4 @@ class Receiver:
 
 def unreachable_url() -> str:
     """A loopback URL where nothing listens (a refused connection)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    return f"http://127.0.0.1:{free_port()}/hook"

@@ -1,5 +1,5 @@
 """Helpers of the faults suite: a private cluster (redis-server, workers, API), SSE followers
-that record every frame they receive (duplicates included), log checks and the figures printed.
+that record every frame they receive (duplicates included) and the figures printed.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import httpx
 import redis
 
 from api.sse_parse import SSEFrame, SSEParser
+from tests.log_check import TERMINAL_STATUSES, TERMINAL_TYPES
 from tests.redis_server import RedisServer
-from tests.runs_support import TERMINAL_STATUSES
 from tests.services import BIN, Process, service_env, start_api
 
 AGENTS = "tasks.demo,tests.reliability.agents"
-TERMINAL_TYPES = frozenset({"complete", "error", "cancelled"})
 FIGURES: list[str] = []  # one line per test, printed by the module's last fixture teardown
 
 
@@ -165,25 +164,6 @@ class Cluster:
             if pending:
                 time.sleep(0.25)
         return done
-
-
-def check_log(run: dict, events: list[dict]) -> None:
-    """The contract's log invariants: seq contiguous from 1, one terminal event and it is last,
-    `started` attempts 1, 2, ... in order, the record agreeing with the log."""
-    run_id = run["run_id"]
-    seqs = [e["seq"] for e in events]
-    assert seqs == list(range(1, len(events) + 1)), f"{run_id}: seq not contiguous: {seqs}"
-    assert {e["run_id"] for e in events} == {run_id}
-    terminals = [e for e in events if e["type"] in TERMINAL_TYPES]
-    assert len(terminals) == 1, f"{run_id}: terminal events {[e['type'] for e in terminals]}"
-    assert events[-1]["type"] in TERMINAL_TYPES, f"{run_id}: the terminal event is not last"
-    attempts = [e["data"]["attempt"] for e in events if e["type"] == "started"]
-    assert attempts == list(range(1, len(attempts) + 1)), f"{run_id}: attempts {attempts}"
-    assert events[0]["type"] == "started", f"{run_id}: first event {events[0]['type']}"
-    assert run["attempt"] == len(attempts), (run_id, run["attempt"], attempts)
-    assert run["last_seq"] == events[-1]["seq"]
-    expected = {"succeeded": "complete", "failed": "error", "cancelled": "cancelled"}
-    assert events[-1]["type"] == expected[run["status"]], (run_id, run["status"], events[-1])
 
 
 # -- SSE followers -------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from api.client import Client
+from tests.log_check import check_log
 from tests.reliability.agents import MAX_KEY
-from tests.reliability.faults_support import FIGURES, Cluster, Follower, check_log, report
+from tests.reliability.faults_support import FIGURES, Cluster, Follower, report
 from tests.runs_support import node
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -37,7 +37,7 @@ from schemathesis.checks import (
 from tests.api_helpers import parse_body
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import start_api, start_worker
+from tests.services import http_client, start_api, start_worker
 
 pytestmark = pytest.mark.reliability
 
@@ -71,7 +71,7 @@ def services(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def http(services):
-    with httpx.Client(base_url=services.url, timeout=60) as client:
+    with http_client(services.url) as client:
         yield client
 
 
@@ -90,7 +90,7 @@ def still_healthy(services):
 
 def assert_worker_serves(services) -> None:
     assert services.worker.proc.poll() is None, services.worker.output()[-3000:]
-    with httpx.Client(base_url=services.url, timeout=60) as http:
+    with http_client(services.url) as http:
         run = http.post("/runs", json={"agent": "echo", "input": {"alive": True}}).json()
         done = http.get(f"/runs/{run['run_id']}/wait", params={"timeout": 30}).json()
     assert done["status"] == "succeeded" and done["output"] == {"echo": {"alive": True}}, done
@@ -381,9 +381,8 @@ def test_ids_with_path_characters_are_404(services, http):
 @pytest.fixture(scope="module")
 def secured(services):
     """Two finished runs and a batch on the API with keys, and clients with and without a key."""
-    admin = httpx.Client(base_url=services.secured_url, timeout=60,
-                         headers={"Authorization": f"Bearer {KEYS[1]}"})
-    anon = httpx.Client(base_url=services.secured_url, timeout=60)
+    admin = http_client(services.secured_url, headers={"Authorization": f"Bearer {KEYS[1]}"})
+    anon = http_client(services.secured_url)
     runs = []
     for _ in range(2):
         run = admin.post("/runs", json={"agent": "tokens", "input": {"text": "a b"}})

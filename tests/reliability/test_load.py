@@ -24,13 +24,13 @@ import redis
 from tests.api_helpers import (
     TERMINAL_TYPES,
     FrameReader,
-    assert_complete_log,
     assert_frame_matches_envelope,
     words,
 )
+from tests.log_check import check_log
 from tests.redis_server import RedisServer
 from tests.runs_support import eventually
-from tests.services import start_api, start_worker
+from tests.services import http_client, start_api, start_worker
 
 pytestmark = pytest.mark.reliability
 
@@ -80,7 +80,7 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def http(loaded):
-    with httpx.Client(base_url=loaded.url, timeout=120) as client:
+    with http_client(loaded.url, timeout=120) as client:
         yield client
 
 
@@ -169,7 +169,7 @@ def mixed_runs(http: httpx.Client, n: int, tag: str) -> list[str]:
 
 def test_memory_returns_after_the_run_ttl():
     with stack(1, CONCURRENCY, RUNCAST_RUN_TTL=str(SHORT_TTL_S)) as services, \
-            httpx.Client(base_url=services.url, timeout=60) as http:
+            http_client(services.url) as http:
         client = services.redis
         terminal = TerminalEvents(services.redis_url)
         # warm up (scripts loaded, broker bindings, the worker registered), then let it expire
@@ -312,7 +312,7 @@ async def test_200_sse_subscribers_get_every_event_once(loaded):
             page = (await client.get(f"/runs/{run_id}/events", params={"limit": 10_000})).json()
             assert page["done"], page
             truth[run_id] = page["events"]
-            assert_complete_log(truth[run_id], run_id)
+            check_log(run_id, truth[run_id])
             assert [e["type"] for e in truth[run_id]] == ["started"] + ["token"] * 40 + [
                 "complete"]
         runs = [(await client.get(f"/runs/{run_id}")).json() for run_id in run_ids]
