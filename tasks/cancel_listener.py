@@ -39,6 +39,8 @@ class CancelSubscriber(threading.Thread):
                         body = json.loads(message["data"])
                         self.deliver(body["run_id"], body.get("reason"))
             except Exception:
+                if self.stopping.is_set():
+                    return  # the runtime closed its client under us: not a lost subscription
                 failures += 1
                 log.warning("cancel subscription lost; reconnecting", exc_info=failures == 1)
                 time.sleep(0.5)

@@ -76,7 +76,9 @@ def _start_worker_loops(sender=None, **_kwargs) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_worker_loops(**_kwargs) -> None:
+def _stop_worker_loops(sender=None, **_kwargs) -> None:
+    if getattr(sender, "app", app) is not app:
+        return  # a worker of another app (a second runtime) stops its own
     if _runtime is not None and _runtime.pid == os.getpid():
         _runtime.stop_reaper()
         _runtime.stop_delivery()
