@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,10 @@ import httpx
 from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# The output of every process this one starts, removed when this one exits (a failing test has
+# shown what it needed by then).
+LOG_DIR = Path(tempfile.mkdtemp(prefix="runcast-logs-"))
+atexit.register(shutil.rmtree, LOG_DIR, ignore_errors=True)
 BIN = Path(sys.executable).parent
 
 
@@ -35,7 +41,7 @@ class Process:
 
     def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
         self.args, self.env, self.name = args, env, name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"runcast-{name}-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)[1])
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Process:
