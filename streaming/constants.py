@@ -48,6 +48,7 @@ UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (
 # Subscriptions: when no live message came for this long, the log is read again (a safety net
 # for messages lost with a dropped pub/sub connection, not the delivery path).
 SUBSCRIBE_RESYNC_S = 5.0
+SUBSCRIBE_CONFIRM_S = 5.0  # a subscription Redis has not confirmed by then fails (Redis is down)
 READ_POOL_CONNECTIONS = 32  # async read connections per event loop (the API), shared by subscribers
 FIND_PAGE_EVENTS = 500  # events per XREVRANGE page when looking back for one (last_checkpoint)
 READ_POOL_WAIT_S = 30.0  # how long a read waits for a free connection before it fails

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from streaming.backends.base import RESYNC
+from streaming.constants import SUBSCRIBE_CONFIRM_S
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class PubSubHub:
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue]:
+        """A queue of the channel's messages, once Redis has confirmed the subscription; raises
+        redis' ConnectionError when it cannot be made or is not confirmed within
+        SUBSCRIBE_CONFIRM_S (Redis is down: the caller answers 503 rather than hang)."""
         queue: asyncio.Queue = asyncio.Queue()
         listeners = self._queues.setdefault(channel, set())
         listeners.add(queue)
@@ -46,7 +51,13 @@ class PubSubHub:
             if len(listeners) == 1:
                 self._confirmed[channel] = asyncio.Event()
                 await self._subscribe(channel)
-            await self._confirmed[channel].wait()
+            confirmed = self._confirmed[channel]
+            try:
+                await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_CONFIRM_S)
+            except TimeoutError:
+                raise RedisConnectionError(
+                    f"Redis did not confirm the subscription to {channel} within "
+                    f"{SUBSCRIBE_CONFIRM_S:g} s") from None
             yield queue
         finally:
             listeners.discard(queue)
@@ -61,10 +72,11 @@ class PubSubHub:
                 self._pubsub = self._client.pubsub()
             try:
                 await self._pubsub.subscribe(channel)
-            except (RedisError, OSError):
-                log.warning("subscribe to %s failed; the reader will retry", channel)
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read_forever())
+            except (RedisError, OSError) as exc:
+                raise RedisConnectionError(f"subscribing to {channel} failed: {exc}") from exc
+            finally:  # running, it reconnects and resubscribes the other listeners' channels
+                if self._reader is None or self._reader.done():
+                    self._reader = asyncio.create_task(self._read_forever())
 
     async def _unsubscribe(self, channel: str) -> None:
         async with self._lock:
