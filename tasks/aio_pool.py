@@ -33,6 +33,17 @@ from tasks.registry import AgentSpec
 log = logging.getLogger(__name__)
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a runtime dependency on CPython/POSIX): its
+    timers and callbacks cost a fraction of asyncio's own, and a thousand handlers awaiting
+    twenty times a second each are mostly timers and callbacks. Else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class SharedLoop:
     """One event loop in a daemon thread, started on first use (again after a fork)."""
 
@@ -51,7 +62,7 @@ class SharedLoop:
         with self._lock:
             if self._loop is None:
                 ready = threading.Event()
-                loop = asyncio.new_event_loop()
+                loop = new_loop()
                 threading.Thread(target=self._serve, args=(loop, ready),
                                  name="runcast-async-handlers", daemon=True).start()
                 ready.wait()

@@ -109,13 +109,15 @@ async def wait_run(
 ) -> dict[str, Any]:
     """The run once terminal, or as it is when `timeout` passes; woken by the run's events.
 
-    Subscribed first, then read: one read (not two) when the run is still going, and its
-    terminal event cannot slip between the read and the subscription."""
-    if timeout == 0:
-        return await _aget(run_id, settings.secret)
+    Read first: a run that has ended (what a caller that submitted many and then waits for each
+    finds) costs one read and no subscription; a run still going is read once more once
+    subscribed, so its terminal event cannot slip between the read and the subscription."""
+    run = await _aget(run_id, settings.secret)
+    if run["status"] in TERMINAL or timeout == 0:
+        return run
     deadline = time.monotonic() + timeout
     async with runtime().events.live(run_id) as queue:
-        run = await _aget(run_id, settings.secret)
+        run = await _aget(run_id, settings.secret)  # subscribed: re-check
         while run["status"] not in TERMINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
