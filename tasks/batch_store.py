@@ -209,6 +209,9 @@ class MemoryBatches:
             if batch is None:
                 return 0, 0, []
             start = batch["dispatched"]
+            if (ahead is not None and start < batch["total"]
+                    and batch.get("n:queued", 0) - (batch["total"] - start) >= ahead):
+                return start, batch["total"], None  # as the Redis store: enough wait
             stop = min(start + size, batch["total"])
             batch["dispatched"] = max(start, stop)
             runs = []
