@@ -1,6 +1,6 @@
 """Batches at scale beside bare Celery, side by side in one run.
 
-    .venv/bin/python -m benchmarks.batches [RUNS] [ROUNDS]
+    .venv/bin/python -m benchmarks.batches [RUNS] [ROUNDS] [--end-to-end-only]
 
 Starts its own redis-server, ONE API process (uvicorn `api.app:app`) and, for the second part,
 ONE Celery worker (`celery -A tasks worker -E -c 4`, loading benchmarks.bare) that both sides use.
@@ -16,6 +16,7 @@ ONE Celery worker (`celery -A tasks worker -E -c 4`, loading benchmarks.bare) th
      the middle; each must see every status change of every run exactly once (ids 1..2 x RUNS + 1, each run
      `running` then `succeeded`, `done` last).
 The figures swing with the machine's other load: read them as ratios measured back to back.
+`--end-to-end-only` (or RUNCAST_BENCH_END_TO_END_ONLY=1) runs part 2 alone, to iterate on it.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def bare_end_to_end(app, client, n: int) -> float:
     return time.perf_counter() - start
 
 
-def main(n: int = RUNS, rounds: int = ROUNDS) -> dict:
+def main(n: int = RUNS, rounds: int = ROUNDS, end_to_end_only: bool = False) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -177,7 +178,7 @@ def main(n: int = RUNS, rounds: int = ROUNDS) -> dict:
         bare_accept(app, 100)
 
         accept = []
-        for i in range(rounds):
+        for i in range(0 if end_to_end_only else rounds):
             sides = ["runcast", "bare"] if i % 2 == 0 else ["bare", "runcast"]
             got = {}
             for side in sides:
@@ -197,6 +198,11 @@ def main(n: int = RUNS, rounds: int = ROUNDS) -> dict:
         ours_s = runcast_end_to_end(url, body, n)
         print(f"runcast: a batch of {n} echo runs, POST to the last result: {ours_s:.1f} s",
               flush=True)
+        if end_to_end_only:
+            return {"runs": n, "runcast_first_request_to_last_result_s": round(ours_s, 2),
+                    "bare_first_request_to_last_result_s": round(bare_s, 2),
+                    "end_to_end_ratio": round(ours_s / bare_s, 3),
+                    "end_to_end_target_met": ours_s / bare_s <= END_TO_END_TARGET}
         ours = stream_exactly_once(url, body, n)
         print(f"batch stream of {n} runs: subscriber at the start "
               f"{ours['subscriber_at_start']}, in the middle {ours['subscriber_in_middle']}",
@@ -229,5 +235,7 @@ def main(n: int = RUNS, rounds: int = ROUNDS) -> dict:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    print(json.dumps(main(*args), indent=2))
+    only = ("--end-to-end-only" in sys.argv[1:]
+            or os.environ.get("RUNCAST_BENCH_END_TO_END_ONLY") == "1")
+    args = [int(a) for a in sys.argv[1:] if not a.startswith("--")][:2]
+    print(json.dumps(main(*args, end_to_end_only=only), indent=2))

@@ -129,6 +129,13 @@ class RedisBatches:
         total = int(_s(self.client.hget(batch, "total")) or 0)
         return cursor, total, runs
 
+    def dispatch_waiting(self, batch_id: str) -> int:
+        """How many of the batch's sent messages still wait (their runs queued): the runs
+        queued less those the dispatch has not reached."""
+        queued, total, dispatched = self.client.hmget(BATCH_KEY.format(batch_id=batch_id),
+                                                      "n:queued", "total", "dispatched")
+        return int(_s(queued) or 0) - (int(_s(total) or 0) - int(_s(dispatched) or 0))
+
     def stop_dispatch(self, batch_id: str) -> None:
         batch = BATCH_KEY.format(batch_id=batch_id)
         total = self.client.hget(batch, "total")
@@ -202,6 +209,9 @@ class MemoryBatches:
             if batch is None:
                 return 0, 0, []
             start = batch["dispatched"]
+            if (ahead is not None and start < batch["total"]
+                    and batch.get("n:queued", 0) - (batch["total"] - start) >= ahead):
+                return start, batch["total"], None  # as the Redis store: enough wait
             stop = min(start + size, batch["total"])
             batch["dispatched"] = max(start, stop)
             runs = []
@@ -210,6 +220,13 @@ class MemoryBatches:
                 if run is not None and run["status"] == "queued":
                     runs.append((run_id, run["agent"], run.get("queue"), dumps(run["input"])))
             return batch["dispatched"], batch["total"], runs
+
+    def dispatch_waiting(self, batch_id: str) -> int:
+        with self._changed:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                return 0
+            return batch.get("n:queued", 0) - (batch["total"] - batch["dispatched"])
 
     def stop_dispatch(self, batch_id: str) -> None:
         with self._changed:

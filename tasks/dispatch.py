@@ -4,10 +4,11 @@
 worker that takes it claims chunks of BATCH_DISPATCH_CHUNK runs with one Lua script (the batch's
 cursor moves on and the claimed runs are noted in QUEUED_KEY in the same step) and sends their
 messages through `tasks.broker.enqueue`, the one function that builds a run's message. After
-BATCH_DISPATCH_BUDGET_S it sends itself again for the rest, so one batch never holds a worker
-process for long; and while BATCH_DISPATCH_AHEAD of the batch's messages still wait in the broker
-it sends itself again behind them instead of claiming more (the backlog stays short: the
-lost-message sweep, which scans the broker's queues, stays cheap).
+BATCH_DISPATCH_BUDGET_S it stops, so one batch never holds a worker process for long; and while
+BATCH_DISPATCH_AHEAD of the batch's messages still wait in the broker it claims no more (the
+backlog stays short: the lost-message sweep, which scans the broker's queues, stays cheap). It
+sends itself again for the rest once half that many wait, between its chunks, so that the next
+dispatch comes out of the queue while messages still wait behind it (see `dispatch`).
 
 A worker that dies mid-dispatch loses nothing:
 - runs of a claimed chunk whose message was not sent are queued in the store and noted in
@@ -59,10 +60,11 @@ def start_dispatch(rt: Runtime, batch_id: str, queue: str | None = None) -> None
     _send(rt, batch_id, queue)
 
 
-def _send(rt: Runtime, batch_id: str, queue: str | None, countdown: float | None = None) -> None:
+def _send(rt: Runtime, batch_id: str, queue: str | None, countdown: float | None = None,
+          producer=None) -> None:
     try:
         rt.app.send_task(DISPATCH_TASK, args=[batch_id, queue], queue=queue or "default",
-                         countdown=countdown)
+                         countdown=countdown, producer=producer)
     except Exception as exc:
         raise BrokerUnavailable(f"the broker did not take the batch: {exc}") from exc
 
@@ -70,17 +72,26 @@ def _send(rt: Runtime, batch_id: str, queue: str | None, countdown: float | None
 def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH_BUDGET_S,
              queue: str | None = None) -> int:
     """Send chunks of the batch's messages until all are sent or `budget_s` is spent (then
-    the task is sent again for the rest). Returns how many messages were sent."""
+    the task is sent again for the rest). Returns how many messages were sent.
+
+    The task sends itself again once BATCH_DISPATCH_AHEAD / 2 of the batch's messages wait,
+    between the chunks: the next dispatch is taken from the queue while the messages sent after
+    it still wait, so the workers never run dry between two dispatches (sent behind all of them,
+    it found the queue empty and the pool idle while it claimed and sent its first chunk). Each
+    execution sends itself again at most once: one dispatch message of the batch at a time."""
     until = None if budget_s is None else time.monotonic() + budget_s
     sent = 0
+    followed = False  # this execution's next one is sent
     with rt.app.producer_or_acquire() as producer:
         while True:
             cursor, total, runs = rt.store.dispatch_chunk(
                 batch_id, BATCH_DISPATCH_CHUNK, time.time(),
                 None if budget_s is None else BATCH_DISPATCH_AHEAD)
             if runs is None:  # enough of its messages wait: come back behind them
-                rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
-                _send(rt, batch_id, queue, countdown=BATCH_DISPATCH_PAUSE_S)
+                if not followed:
+                    rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
+                    _send(rt, batch_id, queue, countdown=BATCH_DISPATCH_PAUSE_S,
+                          producer=producer)
                 return sent
             with one_round_trip(producer, 2 * BATCH_DISPATCH_CHUNK):
                 for run_id, agent, run_queue, input_json in runs:
@@ -91,8 +102,14 @@ def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH
                 rt.store.dispatch_done(batch_id)
                 return sent
             rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
-            if until is not None and time.monotonic() >= until:
-                _send(rt, batch_id, queue)
+            if until is None:
+                continue
+            if not followed and rt.store.dispatch_waiting(batch_id) >= BATCH_DISPATCH_AHEAD // 2:
+                _send(rt, batch_id, queue, producer=producer)  # amid the batch's messages
+                followed = True
+            if time.monotonic() >= until:
+                if not followed:
+                    _send(rt, batch_id, queue, producer=producer)
                 return sent
 
 
