@@ -6,7 +6,8 @@ Starts its own redis-server, ONE API process (uvicorn `api.app:app`) and, for th
 ONE Celery worker (`celery -A tasks worker -E -c 4`, loading benchmarks.bare) that both sides use.
   1. accept, ROUNDS rounds, alternating which side goes first: `POST /batches` of RUNS `echo` runs
      (until the 202) beside bare Celery `send_task` of RUNS messages to the same broker (this
-     process, the app's own settings, one producer, results ignored; the messages go to a queue
+     process, plain Celery with runcast's settings (benchmarks.bare.stock_client), one producer,
+     results ignored; the messages go to a queue
      nobody consumes and are deleted after). Goal: runcast <= 0.15 x bare.
   2. first request to last result, once per side with the same worker: RUNS `echo` runs as one
      batch, until the batch stream's `done` frame and every result read back as NDJSON; beside
@@ -168,7 +169,9 @@ def main(n: int = RUNS, rounds: int = ROUNDS, end_to_end_only: bool = False) -> 
 
         tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
         tasks.load_agents()
-        from tasks.celeryapp import app
+        from benchmarks.bare import stock_client
+
+        app = stock_client(server.url)  # the bare side: plain Celery, kombu's own transport
 
         client = redis.Redis.from_url(server.url)
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
