@@ -12,6 +12,8 @@ round by round, in the opposite order every other round:
     succeeded with its 22 events (started, 20 tokens, complete);
   - bare Celery: RUNS `bench.sleep` tasks (`time.sleep(2)`), apply_async at once (from 8
     threads, as runcast's side submits), then every result's get().
+Between sides the benchmark waits for the worker to go idle (the side before leaves acks and task
+events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), their ratio (runcast / bare, medians over
 rounds), and the worker process's peak RSS while each side ran. Goal: runcast no slower.
 """
@@ -57,6 +59,19 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+
+
+def settle(meter: CpuMeter, quiet_share: float = 0.05, timeout_s: float = 15.0) -> None:
+    """Wait until the worker, Redis and this process use under `quiet_share` of a core: each
+    side starts on an idle worker, whichever went before it."""
+    deadline = time.monotonic() + timeout_s
+    cpu, at = meter.sample()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        cpu_now, at_now = meter.sample()
+        if (cpu_now - cpu) / (at_now - at) < quiet_share:
+            return
+        cpu, at = cpu_now, at_now
 
 
 def runcast_side(tasks, rt, n: int) -> float:
@@ -123,6 +138,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                 cpu_before = meter.sample()[0]
                 with PeakRss(worker.proc.pid) as rss:
                     r[f"{name}_s"] = run()
+                    settle(meter)  # the side's tail (acks, task events) is its own, not the next's
                 r[f"{name}_cpu_ms"] = (meter.sample()[0] - cpu_before) / runs * 1000
                 r[f"{name}_peak_rss_mb"] = rss.peak
             per_round.append(r)
