@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
 from fastapi import HTTPException
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.constants import PING_S, SSE_SEND_TIMEOUT_S
-from api.fanout import shared_frames
+from api.constants import COALESCE_BUFFER_FRAMES, FRAMES_PER_SEND, PING_S, SSE_SEND_TIMEOUT_S
+from api.fanout import PING_FRAME, shared_frames
 from api.sse_response import BytesEventSourceResponse
 from streaming.backends.base import EventBackend
 
@@ -66,3 +67,59 @@ def event_stream(backend: EventBackend, run_id: str, after: int,
         headers={**SSE_HEADERS, **(headers or {})},
         send_timeout=SSE_SEND_TIMEOUT_S,
     )
+
+
+def sse_frame(seq: int, event: str, data: str) -> bytes:
+    """One SSE frame, exactly as sse-starlette writes it."""
+    if "\n" in data or "\r" in data:  # never from compact JSON; split as sse-starlette does
+        return ServerSentEvent(data=data, event=event, id=str(seq)).encode()
+    return f"id: {seq}\r\nevent: {event}\r\ndata: {data}\r\n\r\n".encode()
+
+
+_END = object()
+
+
+async def coalesced(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`frames` (SSE bytes), every frame already waiting sent together (up to FRAMES_PER_SEND),
+    and `: ping` after PING_S without one: a stream of many small frames (a batch's) costs a send
+    per burst, not per frame. The frames are read by a task of their own, at most
+    COALESCE_BUFFER_FRAMES ahead of the client."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=COALESCE_BUFFER_FRAMES)
+
+    async def pump() -> None:
+        try:
+            async for frame in frames:
+                await queue.put(frame)
+            await queue.put(_END)
+        except Exception as exc:  # noqa: BLE001 - raised to the client's stream, in order
+            await queue.put(exc)
+
+    reader = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(PING_S):
+                    item = await queue.get()
+            except TimeoutError:
+                yield PING_FRAME
+                continue
+            chunk: list[bytes] = []
+            while True:
+                if item is _END:
+                    if chunk:
+                        yield b"".join(chunk)
+                    return
+                if isinstance(item, Exception):
+                    if chunk:
+                        yield b"".join(chunk)
+                    raise item
+                chunk.append(item)
+                if len(chunk) >= FRAMES_PER_SEND or queue.empty():
+                    break
+                item = queue.get_nowait()
+            yield b"".join(chunk)
+    finally:
+        reader.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader
+        await frames.aclose()

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.constants import MAX_BATCH_RUNS, PING_S, SSE_SEND_TIMEOUT_S
 from api.deps import BatchId, KeyDep
 from api.schemas import BatchCreated, BatchRequest, BatchResults, BatchStatus
-from api.sse import SSE_HEADERS, counted, resume_point
+from api.sse import SSE_HEADERS, coalesced, counted, resume_point, sse_frame
+from api.sse_response import BytesEventSourceResponse
 from streaming.constants import BATCH_PAGE_RUNS
 from tasks import batch_reads, service
 from tasks.celeryapp import runtime
@@ -47,14 +47,14 @@ async def stream_batch(
     the batch's seq; replay, then live; resumes after `Last-Event-ID` (or `after`)."""
     start = resume_point(last_event_id, after)
     await run_in_threadpool(batch_reads.require_batch, runtime(), batch_id)
-    return EventSourceResponse(counted(_frames(batch_id, start)), ping=PING_S, headers=SSE_HEADERS,
-                               send_timeout=SSE_SEND_TIMEOUT_S)
+    return BytesEventSourceResponse(counted(coalesced(_frames(batch_id, start))), ping=PING_S,
+                                    headers=SSE_HEADERS, send_timeout=SSE_SEND_TIMEOUT_S)
 
 
-async def _frames(batch_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+async def _frames(batch_id: str, after: int) -> AsyncIterator[bytes]:
     async for frame in batch_reads.subscribe(runtime(), batch_id, after):
-        yield ServerSentEvent(data=json.dumps(frame["data"], separators=(",", ":")),
-                              event=frame["event"], id=str(frame["seq"]))
+        yield sse_frame(frame["seq"], frame["event"],
+                        json.dumps(frame["data"], separators=(",", ":")))
 
 
 @router.get("/{batch_id}/results", response_model=BatchResults,
