@@ -23,12 +23,12 @@ import contextvars
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 from streaming.context import StreamContext, current_context
 from streaming.errors import RunCancelled
 from tasks.registry import AgentSpec
+from tasks.supervision import Supervised, keep_time
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,9 @@ async def _handler_task(spec: AgentSpec, payload: Any, ctx: StreamContext, resul
         result.done.set()
 
 
-def supervise_async(spec: AgentSpec, payload: Any, ctx: StreamContext, result: Any, *,
-                    timeout_s: float, grace_s: float, timeout_reason: str) -> Any:
-    """Run the async handler as a task on the shared loop; fill and return `result`
-    (a tasks.execute.Supervised)."""
+def supervise_async(spec: AgentSpec, payload: Any, ctx: StreamContext, result: Supervised, *,
+                    timeout_s: float, grace_s: float) -> Supervised:
+    """Run the async handler as a task on the shared loop; fill and return `result`."""
     loop = shared_loop.get()
     wake = threading.Event()
     done = result.done
@@ -131,23 +130,12 @@ def supervise_async(spec: AgentSpec, payload: Any, ctx: StreamContext, result: A
 
     loop.call_soon_threadsafe(start)
     ctx.on_cancel(lambda: (wake.set(), loop.call_soon_threadsafe(cancel_task)))
-    deadline = time.monotonic() + timeout_s
-    hard_stop_at: float | None = None
-    while True:
-        until = hard_stop_at if hard_stop_at is not None else deadline
-        wake.wait(max(until - time.monotonic(), 0.0))
+
+    def wait(seconds: float) -> None:  # woken by the handler's end or a cancel
+        wake.wait(seconds)
         wake.clear()
-        if done.is_set():
-            return result
-        now = time.monotonic()
-        if not result.timed_out and not ctx.cancelled and now >= deadline:
-            result.timed_out = True
-            ctx.request_cancel(timeout_reason)
-        if ctx.cancelled and hard_stop_at is None:
-            hard_stop_at = now + grace_s
-        elif hard_stop_at is not None and now >= hard_stop_at:
-            result.abandoned = not done.is_set()
-            if result.abandoned:
-                log.warning("run %s: its async handler ignored the cancellation; left to end",
-                            ctx.run_id)
-                return result
+
+    keep_time(ctx, result, timeout_s=timeout_s, grace_s=grace_s, wait=wait)
+    if result.abandoned:
+        log.warning("run %s: its async handler ignored the cancellation; left to end", ctx.run_id)
+    return result

@@ -11,7 +11,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streaming.backends.redis import TRANSIENT_ERRORS
@@ -22,25 +21,15 @@ from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
 from tasks import aio_pool, monitor
 from tasks.constants import HANDLER_THREADS_KEPT
 from tasks.registry import AgentSpec
+from tasks.supervision import Supervised, keep_time
 
 if TYPE_CHECKING:
     from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_REASON = "timeout"
 ENDED_REASON = "run ended"
-
-
-@dataclass
-class Supervised:
-    """How the handler ended, or that it had to be left behind (`abandoned`)."""
-
-    output: Any = None
-    error: BaseException | None = None
-    timed_out: bool = False
-    abandoned: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+CANCEL_SEEN_S = 0.1  # a handler thread's supervisor notices a cancel within this
 
 
 def call_handler(spec: AgentSpec, payload: Any, ctx: StreamContext) -> Any:
@@ -124,30 +113,12 @@ def supervise(spec: AgentSpec, payload: Any, ctx: StreamContext, *, timeout_s: f
     result = Supervised()
     if aio_pool.applies(spec):  # async handlers of a threads-pool worker share one loop
         return aio_pool.supervise_async(spec, payload, ctx, result, timeout_s=timeout_s,
-                                        grace_s=grace_s, timeout_reason=TIMEOUT_REASON)
+                                        grace_s=grace_s)
     job = functools.partial(contextvars.copy_context().run, _run_handler, spec, payload, ctx,
                             result)
     handler_threads.start(f"runcast-run-{ctx.run_id[:8]}", job)
-    deadline = time.monotonic() + timeout_s
-    hard_stop_at: float | None = None
-    while True:
-        if hard_stop_at is None:
-            wait = deadline - time.monotonic() if not ctx.cancelled else 0.0
-            wait = min(max(wait, 0.0), 0.1)  # a cancel is seen within 0.1 s
-        else:
-            wait = max(hard_stop_at - time.monotonic(), 0.0)
-        if result.done.wait(wait):
-            return result
-        now = time.monotonic()
-        if not result.timed_out and not ctx.cancelled and now >= deadline:
-            result.timed_out = True
-            ctx.request_cancel(TIMEOUT_REASON)
-        if ctx.cancelled and hard_stop_at is None:
-            hard_stop_at = now + grace_s
-        elif hard_stop_at is not None and now >= hard_stop_at:
-            result.abandoned = not result.done.is_set()
-            if result.abandoned:
-                return result
+    return keep_time(ctx, result, timeout_s=timeout_s, grace_s=grace_s,
+                     wait=lambda seconds: result.done.wait(min(seconds, CANCEL_SEEN_S)))
 
 
 def _error(message: str, code: str, details: dict | None = None) -> dict[str, Any]:
