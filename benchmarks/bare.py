@@ -51,6 +51,19 @@ async def bench_io(payload: Any, context: StreamContext) -> dict:
     return {"steps": IO_STEPS}
 
 
+AGENT_MODULES = "tasks.demo,benchmarks.bare"  # what each benchmark's worker and process load
+
+
+def set_up_sides(redis_url: str) -> Celery:
+    """This process made ready for a benchmark against `redis_url`: runcast configured with
+    AGENT_MODULES for the runcast side, and the plain Celery client the bare side sends with."""
+    import tasks
+
+    tasks.configure(Settings(redis_url=redis_url, agents=AGENT_MODULES))
+    tasks.load_agents()
+    return stock_client(redis_url)
+
+
 def stock_client(redis_url: str) -> Celery:
     """The bare side's client app: runcast's Celery settings (JSON only, task-sent events, the
     Redis result backend) on kombu's stock Redis transport. Its tasks only send: `bench.noop`

@@ -34,7 +34,6 @@ import httpx
 RUNS = 10_000
 ROUNDS = 2
 WORKER_CONCURRENCY = 4
-AGENT_MODULES = "tasks.demo,benchmarks.bare"
 ACCEPT_TARGET = 0.15
 END_TO_END_TARGET = 1.25
 BARE_QUEUE = "bench-bare-accept"  # nobody consumes it
@@ -158,20 +157,14 @@ def main(n: int = RUNS, rounds: int = ROUNDS, end_to_end_only: bool = False) -> 
         sys.path.insert(0, root)
     import redis
 
+    from benchmarks.bare import AGENT_MODULES, set_up_sides
     from tests.redis_server import RedisServer
     from tests.services import start_api, start_worker
 
     server = RedisServer().start()
     processes = []
     try:
-        import tasks
-        from tasks.settings import Settings
-
-        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
-        tasks.load_agents()
-        from benchmarks.bare import stock_client
-
-        app = stock_client(server.url)  # the bare side: plain Celery, kombu's own transport
+        app = set_up_sides(server.url)  # the bare side: plain Celery, kombu's own transport
 
         client = redis.Redis.from_url(server.url)
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)

@@ -32,7 +32,6 @@ THROUGHPUT_RUNS = 400
 CALLERS = 8
 WARM_UP = 50
 WORKER_CONCURRENCY = 4
-AGENT_MODULES = "tasks.demo,benchmarks.bare"
 THROUGHPUT_TARGET = 0.6
 P50_TARGET_MS = 3.0
 
@@ -103,20 +102,14 @@ def bare_throughput(noop, m: int) -> float:
 
 
 def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -> dict:
+    from benchmarks.bare import AGENT_MODULES, set_up_sides
     from tests.redis_server import RedisServer
     from tests.services import start_api, start_worker
 
     server = RedisServer().start()
     worker = api = None
     try:
-        import tasks
-        from tasks.settings import Settings
-
-        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
-        tasks.load_agents()
-        from benchmarks.bare import stock_client
-
-        noop = stock_client(server.url).tasks["bench.noop"]  # plain Celery sends the bare side
+        noop = set_up_sides(server.url).tasks["bench.noop"]
 
         worker = start_worker(server.url, name="bench-http", concurrency=WORKER_CONCURRENCY,
                               RUNCAST_AGENTS=AGENT_MODULES)

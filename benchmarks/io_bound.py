@@ -35,7 +35,6 @@ from benchmarks.sse import rss_mb
 RUNS = 1000
 ROUNDS = 2
 SUBMIT_THREADS = 8
-AGENT_MODULES = "tasks.demo,benchmarks.bare"
 EVENTS_PER_RUN = 22
 SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
 RATIO_TARGET = 1.0
@@ -105,21 +104,16 @@ def bare_side(sleep_task, n: int) -> float:
 
 
 def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
+    from benchmarks.bare import AGENT_MODULES, set_up_sides
     from tests.redis_server import RedisServer
     from tests.services import start_worker
 
     server = RedisServer().start()
     worker = None
     try:
+        sleep_task = set_up_sides(server.url).tasks["bench.sleep"]
         import tasks
         from tasks.celeryapp import runtime
-        from tasks.settings import Settings
-
-        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
-        tasks.load_agents()
-        from benchmarks.bare import stock_client
-
-        sleep_task = stock_client(server.url).tasks["bench.sleep"]  # plain Celery sends the bare side
 
         worker = start_worker(server.url, name="bench-io", concurrency=runs,
                               extra_args=["--pool", "threads"], RUNCAST_AGENTS=AGENT_MODULES)

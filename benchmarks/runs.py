@@ -30,7 +30,6 @@ ROUND_TRIPS = 150  # N, per side and round
 THROUGHPUT_RUNS = 400  # M, per side and round
 WARM_UP = 100
 WORKER_CONCURRENCY = 4
-AGENT_MODULES = "tasks.demo,benchmarks.bare"
 THROUGHPUT_TARGET = 0.7
 P50_TARGET_MS = 2.0
 
@@ -140,20 +139,15 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:
         sys.path.insert(0, root)
+    from benchmarks.bare import AGENT_MODULES, set_up_sides
     from tests.redis_server import RedisServer
     from tests.services import start_worker
 
     server = RedisServer().start()
     worker = None
     try:
+        noop = set_up_sides(server.url).tasks["bench.noop"]
         import tasks
-        from tasks.settings import Settings
-
-        tasks.configure(Settings(redis_url=server.url, agents=AGENT_MODULES))
-        tasks.load_agents()
-        from benchmarks.bare import stock_client
-
-        noop = stock_client(server.url).tasks["bench.noop"]  # plain Celery sends the bare side
 
         worker = start_worker(server.url, name="bench", concurrency=WORKER_CONCURRENCY,
                               RUNCAST_AGENTS=AGENT_MODULES)
