@@ -12,6 +12,7 @@ import redis
 # Celery's of the same name, so Celery's is imported here: the one every test gets.
 from celery.contrib.pytest import celery_worker  # noqa: F401
 
+from tests.lost_support import world  # noqa: F401 - the fixture of the worker-killing tests
 from tests.redis_server import RedisServer, env_redis_url
 
 

@@ -14,21 +14,14 @@ import pytest
 
 from tests.agents_streaming import AGENTS, QUEUE
 from tests.log_check import check_log
-from tests.redis_server import RedisServer
+from tests.lost_support import LOST_DEADLINE_S, World
 from tests.runs_support import eventually, node
-from tests.test_runs_lost import LOST_DEADLINE_S, World
 
 pytestmark = pytest.mark.slow
 
 STEPS = 12
 
 
-@pytest.fixture
-def world():
-    server = RedisServer().start()
-    state = World(server)
-    yield state
-    state.close()
 
 
 def checkpoints(world: World, run_id: str) -> list[dict]:
