@@ -1,9 +1,11 @@
 """The event writer: a bounded buffer drained into Redis by one background thread.
 
 An emit only appends to the buffer (blocking while it is full: backpressure, never loss). The
-thread writes batches with one Lua call per run, which adds each event to the run's stream under
-the id `0-<seq>` (so a retried batch cannot duplicate an event), PUBLISHes the batch and sets the
-stream's expiry, atomically. During an outage the thread keeps the events and retries; `flush()`
+thread writes batches with one Lua call per WRITE_CALL_RUNS runs, which adds each event to its
+run's stream under the id `0-<seq>` (so a retried batch cannot duplicate an event), PUBLISHes each
+run's events and sets its stream's expiry. While events keep coming (a thousand runs emitting at
+once), a batch waits up to WRITE_LINGER_S for more: the cost of a write is mostly per call, not
+per event. During an outage the thread keeps the events and retries; `flush()`
 raises EventStoreUnavailable once the outage is older than the limit.
 """
 
@@ -30,6 +32,9 @@ from streaming.constants import (
     UNFINISHED_RUN_TTL_S,
     WRITE_BATCH_BYTES,
     WRITE_BATCH_EVENTS,
+    WRITE_CALL_RUNS,
+    WRITE_LINGER_EVENTS,
+    WRITE_LINGER_S,
     WRITER_SOCKET_TIMEOUT_S,
 )
 from streaming.errors import EventStoreUnavailable
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# KEYS: the run's stream, [the run's record]; see streaming/scripts/append.lua.
+# KEYS and ARGV: per run, its stream and record, and five arguments; see streaming/scripts/append.lua.
 APPEND_SCRIPT = build_script([EVENTS_LIBRARY, read_lua("streaming", "append.lua")],
                              {"EVENT_FIELD": EVENT_FIELD})
 
@@ -97,6 +102,7 @@ class EventWriter:
         self._enqueued = 0
         self._written = 0
         self._outage_since: float | None = None
+        self._last_taken = 0.0  # when the thread last took a batch (time.monotonic)
         self._closing = False
         self._thread: threading.Thread | None = None
         _writers.add(self)
@@ -160,6 +166,13 @@ class EventWriter:
                     self._cond.wait()
                 if not self._buffer:
                     return None
+                now = time.monotonic()
+                if (len(self._buffer) < WRITE_LINGER_EVENTS and not self._closing
+                        and now - self._last_taken < WRITE_LINGER_S):
+                    # Events arrive faster than batches go out: a few more join this batch
+                    # (a thousand runs emitting a token each cost one write, not a thousand).
+                    self._cond.wait(WRITE_LINGER_S)
+                self._last_taken = time.monotonic()
                 self._inflight = self._buffer[:WRITE_BATCH_EVENTS]
                 del self._buffer[:WRITE_BATCH_EVENTS]
             batch = self._inflight
@@ -202,38 +215,46 @@ class EventWriter:
         by_run: dict[str, list[Event]] = {}
         for event in batch:
             by_run.setdefault(event.run_id, []).append(event)
-        results = self._execute(by_run)
+        runs = list(by_run.items())
+        calls = [runs[i:i + WRITE_CALL_RUNS] for i in range(0, len(runs), WRITE_CALL_RUNS)]
+        results = self._execute(calls)
         if any(isinstance(r, NoScriptError) for r in results):  # a restarted or flushed Redis
             self._client.script_load(APPEND_SCRIPT)
-            results = self._execute(by_run)
+            results = self._execute(calls)
         for result in results:
             if isinstance(result, TRANSIENT_ERRORS):
                 raise result
             if isinstance(result, Exception):
                 log.error("event write refused: %s", result)
-            elif result[1]:
-                log.error("event write refused: %s", result[1].decode(errors="replace"))
+                continue
+            for refused in result[1::2]:  # per run: added, refused
+                if refused:
+                    log.error("event write refused: %s", refused.decode(errors="replace"))
 
-    def _execute(self, by_run: dict[str, list[Event]]) -> list:
+    def _execute(self, calls: list[list[tuple[str, list[Event]]]]) -> list:
+        """One script call per group of runs, all in one pipeline."""
         pipe = self._client.pipeline(transaction=False)
-        for run_id, events in by_run.items():
-            keys = [EVENTS_KEY.format(run_id=run_id)]
-            progress = ""
-            if self.progress_key is not None:
-                latest = [e for e in events if e.type == "progress"]
-                if latest:
-                    keys.append(self.progress_key.format(run_id=run_id))
-                    progress = dumps(latest[-1].data)
-            envelopes = "\n".join([e.to_json() for e in events])
-            if envelopes.count("\n") != len(events) - 1:  # JSON whitespace: a space is the same
-                envelopes = "\n".join([e.to_json().replace("\n", " ") for e in events])
-            args = (
-                self.max_events,
-                self.ttl_s if any(e.is_terminal for e in events) else UNFINISHED_RUN_TTL_S,
-                EVENTS_CHANNEL.format(run_id=run_id),
-                progress,
-                " ".join([str(e.seq) for e in events]),
-                envelopes,
-            )
+        for runs in calls:
+            keys: list[str] = []
+            args: list = [self.max_events]
+            for run_id, events in runs:
+                stream = EVENTS_KEY.format(run_id=run_id)
+                progress = ""
+                if self.progress_key is not None:
+                    latest = [e for e in events if e.type == "progress"]
+                    if latest:
+                        progress = dumps(latest[-1].data)
+                record = stream if not progress else self.progress_key.format(run_id=run_id)
+                keys += (stream, record)
+                envelopes = "\n".join([e.to_json() for e in events])
+                if envelopes.count("\n") != len(events) - 1:  # JSON whitespace: a space is the same
+                    envelopes = "\n".join([e.to_json().replace("\n", " ") for e in events])
+                args += (
+                    self.ttl_s if any(e.is_terminal for e in events) else UNFINISHED_RUN_TTL_S,
+                    EVENTS_CHANNEL.format(run_id=run_id),
+                    progress,
+                    " ".join([str(e.seq) for e in events]),
+                    envelopes,
+                )
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)
         return pipe.execute(raise_on_error=False)
