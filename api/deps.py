@@ -34,9 +34,9 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def require_key(request: Request, settings: SettingsDep) -> None:
+async def require_key(request: Request) -> None:
     """With RUNCAST_API_KEYS set, the request needs `Authorization: Bearer KEY`."""
-    keys = settings.key_list
+    keys = request.app.state.settings.key_list  # not SettingsDep: a dependency less to solve
     if keys and not valid_key(keys, _bearer(request)):
         raise _unauthorized("a valid API key is required: send 'Authorization: Bearer KEY'")
 
@@ -55,11 +55,11 @@ async def checked_batch_id(batch_id: Annotated[str, Path(max_length=200)]) -> st
 
 async def require_read(
     request: Request,
-    settings: SettingsDep,
     run_id: Annotated[str, Depends(checked_run_id)],
     token: Annotated[str | None, Query(max_length=200, description="the run's stream_token")] = None,
 ) -> str:
     """Reading one run: an API key, or that run's stream_token as `?token=`."""
+    settings: Settings = request.app.state.settings
     keys = settings.key_list
     if keys and not (
         valid_key(keys, _bearer(request)) or valid_token(settings.secret, run_id, token)
