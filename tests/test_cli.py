@@ -326,7 +326,10 @@ def tagged_runs(http: httpx.Client, agent: str, tag: str) -> list[dict]:
 
 def test_interrupted_batch_resumes_without_duplicate_runs(api_url, http, tmp_path):
     tag, total = uuid.uuid4().hex, 30
-    inputs = [{"seconds": 0.3, "tag": tag, "i": i} for i in range(total)]
+    # 0.6 s each: 30 runs outlast the window between the third result and the Ctrl-C on a busy
+    # machine, however many workers the session has started
+    seconds = 0.6
+    inputs = [{"seconds": seconds, "tag": tag, "i": i} for i in range(total)]
     source = tmp_path / "inputs.jsonl"
     source.write_text("".join(json.dumps(item) + "\n" for item in inputs))
     out = tmp_path / "results.jsonl"
@@ -364,7 +367,7 @@ def test_interrupted_batch_resumes_without_duplicate_runs(api_url, http, tmp_pat
     results = read_results(out)
     assert [r["line"] for r in results] == list(range(1, total + 1))
     assert [r["status"] for r in results] == ["succeeded"] * total
-    assert [r["output"] for r in results] == [{"slept": 0.3}] * total
+    assert [r["output"] for r in results] == [{"slept": seconds}] * total
     assert results[: len(written)] == written  # finished lines were not run again
     runs = tagged_runs(http, "sleep", tag)
     assert len(runs) == total, f"{len(runs)} runs for {total} lines: the resume made duplicates"

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.auth import stream_token
@@ -33,13 +33,6 @@ IdempotencyHeader = Annotated[
 
 def with_token(run: dict[str, Any], secret: str) -> dict[str, Any]:
     return {**run, "stream_token": stream_token(secret, run["run_id"])}
-
-
-def _get(run_id: str, secret: str) -> dict[str, Any]:
-    run = service.get_run(runtime(), run_id)
-    if run is None:
-        raise HTTPException(404, f"no run {run_id!r}")
-    return with_token(run, secret)
 
 
 async def _aget(run_id: str, secret: str) -> dict[str, Any]:
@@ -99,14 +92,16 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=Run)
-def get_run(run_id: ReadRunId, settings: SettingsDep) -> dict[str, Any]:
-    return _get(run_id, settings.secret)
+async def get_run(run_id: ReadRunId, request: Request) -> dict[str, Any]:
+    # async read on the event loop: a plain `def` route costs two thread hops (the call and its
+    # response's validation); the settings from the app, not SettingsDep: a dependency less
+    return await _aget(run_id, request.app.state.settings.secret)
 
 
 @router.get("/{run_id}/wait", response_model=Run)
 async def wait_run(
     run_id: ReadRunId,
-    settings: SettingsDep,
+    request: Request,
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30,
 ) -> dict[str, Any]:
     """The run once terminal, or as it is when `timeout` passes; woken by the run's events.
@@ -114,12 +109,13 @@ async def wait_run(
     Read first: a run that has ended (what a caller that submitted many and then waits for each
     finds) costs one read and no subscription; a run still going is read once more once
     subscribed, so its terminal event cannot slip between the read and the subscription."""
-    run = await _aget(run_id, settings.secret)
+    secret = request.app.state.settings.secret  # not SettingsDep: a dependency less to solve
+    run = await _aget(run_id, secret)
     if run["status"] in TERMINAL or timeout == 0:
         return run
     deadline = time.monotonic() + timeout
     async with runtime().events.live(run_id) as queue:
-        run = await _aget(run_id, settings.secret)  # subscribed: re-check
+        run = await _aget(run_id, secret)  # subscribed: re-check
         while run["status"] not in TERMINAL:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -129,7 +125,7 @@ async def wait_run(
             except TimeoutError:
                 item = RESYNC
             if item is RESYNC or any(event.is_terminal for event in item):
-                run = await _aget(run_id, settings.secret)
+                run = await _aget(run_id, secret)
     return run
 
 
