@@ -3,9 +3,8 @@
 An emit only appends to the buffer (blocking while it is full: backpressure, never loss). The
 thread writes batches with one Lua call per WRITE_CALL_RUNS runs, which adds each event to its
 run's stream under the id `0-<seq>` (so a retried batch cannot duplicate an event), PUBLISHes each
-run's events and sets its stream's expiry. While events keep coming (a thousand runs emitting at
-once), a batch waits up to WRITE_LINGER_S for more: the cost of a write is mostly per call, not
-per event. During an outage the thread keeps the events and retries; `flush()`
+run's events and sets its stream's expiry. A thousand runs emitting a token each cost one call per
+hundred, not one each. During an outage the thread keeps the events and retries; `flush()`
 raises EventStoreUnavailable once the outage is older than the limit.
 """
 
@@ -33,8 +32,6 @@ from streaming.constants import (
     WRITE_BATCH_BYTES,
     WRITE_BATCH_EVENTS,
     WRITE_CALL_RUNS,
-    WRITE_LINGER_EVENTS,
-    WRITE_LINGER_S,
     WRITER_SOCKET_TIMEOUT_S,
 )
 from streaming.errors import EventStoreUnavailable
@@ -102,7 +99,6 @@ class EventWriter:
         self._enqueued = 0
         self._written = 0
         self._outage_since: float | None = None
-        self._last_taken = 0.0  # when the thread last took a batch (time.monotonic)
         self._closing = False
         self._thread: threading.Thread | None = None
         _writers.add(self)
@@ -166,13 +162,6 @@ class EventWriter:
                     self._cond.wait()
                 if not self._buffer:
                     return None
-                now = time.monotonic()
-                if (len(self._buffer) < WRITE_LINGER_EVENTS and not self._closing
-                        and now - self._last_taken < WRITE_LINGER_S):
-                    # Events arrive faster than batches go out: a few more join this batch
-                    # (a thousand runs emitting a token each cost one write, not a thousand).
-                    self._cond.wait(WRITE_LINGER_S)
-                self._last_taken = time.monotonic()
                 self._inflight = self._buffer[:WRITE_BATCH_EVENTS]
                 del self._buffer[:WRITE_BATCH_EVENTS]
             batch = self._inflight
