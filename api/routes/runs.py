@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.auth import stream_token
 from api.constants import MAX_WAIT_S
-from api.deps import KeyDep, ReadRunId, RunId, SettingsDep
+from api.deps import KeyDep, ReadRunId, RunId, SettingsDep, app_settings
 from api.fanout import feeds
 from api.run_reads import aget_run
 from api.schemas import CancelRequest, EventsPage, Run, RunList, RunRequest
@@ -94,8 +94,8 @@ def list_runs(
 @router.get("/{run_id}", response_model=Run)
 async def get_run(run_id: ReadRunId, request: Request) -> dict[str, Any]:
     # async read on the event loop: a plain `def` route costs two thread hops (the call and its
-    # response's validation); the settings from the app, not SettingsDep: a dependency less
-    return await _aget(run_id, request.app.state.settings.secret)
+    # response's validation)
+    return await _aget(run_id, app_settings(request).secret)
 
 
 @router.get("/{run_id}/wait", response_model=Run)
@@ -109,7 +109,7 @@ async def wait_run(
     Read first: a run that has ended (what a caller that submitted many and then waits for each
     finds) costs one read and no subscription; a run still going is read once more once
     subscribed, so its terminal event cannot slip between the read and the subscription."""
-    secret = request.app.state.settings.secret  # not SettingsDep: a dependency less to solve
+    secret = app_settings(request).secret
     run = await _aget(run_id, secret)
     if run["status"] in TERMINAL or timeout == 0:
         return run
