@@ -23,12 +23,9 @@ for run = 0, #KEYS / 2 - 1 do
     envelopes[#envelopes + 1] = string.sub(envelope_list, pos, (stop or 0) - 1)
     pos = (stop or #envelope_list) + 1
   end
-  -- One run's failure (its key is not a stream) is that run's refusal, not the others'.
-  local ok, added, refused = pcall(append_events, stream_key, channel, max_events, ttl_s, seqs,
-                                   envelopes)
-  if not ok then
-    added, refused = 0, type(added) == 'table' and added.err or tostring(added)
-  elseif progress ~= '' and record_key ~= stream_key and redis.call('EXISTS', record_key) == 1 then
+  -- A refused XADD (the key is not a stream) is this run's refusal, not the others' (events.lua)
+  local added, refused = append_events(stream_key, channel, max_events, ttl_s, seqs, envelopes)
+  if progress ~= '' and record_key ~= stream_key and redis.call('EXISTS', record_key) == 1 then
     redis.call('HSET', record_key, 'progress', progress)
   end
   result[#result + 1] = added
