@@ -14,6 +14,7 @@ import threading
 
 from celery import Celery, signals
 
+from tasks import heap
 from tasks.agent_tasks import serve_agents
 from tasks.celery_config import configure_app
 from tasks.runtime import Runtime
@@ -73,6 +74,7 @@ def _start_worker_loops(sender=None, **_kwargs) -> None:
     rt = runtime()
     rt.start_reaper(getattr(sender, "hostname", None))
     rt.start_delivery()
+    heap.settle()  # last: what the worker keeps for its lifetime is alive by now
 
 
 @signals.worker_shutdown.connect

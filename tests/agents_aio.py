@@ -62,3 +62,10 @@ async def t_aio_stubborn(payload: dict, context: StreamContext) -> dict:
             client.set(LEFT_RUNNING.format(run_id=context.run_id), 1, ex=60)
             client.close()
     return {"finished": True}
+
+
+@agent("t_aio_gc", description="The worker process's garbage collector settings", queue=QUEUE)
+async def t_aio_gc(payload: dict) -> dict:
+    import gc
+
+    return {"frozen": gc.get_freeze_count(), "threshold": list(gc.get_threshold())}
