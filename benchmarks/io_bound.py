@@ -15,7 +15,9 @@ round by round, in the opposite order every other round:
 Between sides the benchmark waits for the worker to go idle (the side before leaves acks and task
 events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), their ratio (runcast / bare, medians over
-rounds), and the worker process's peak RSS while each side ran. Goal: runcast no slower.
+rounds), the worker process's peak RSS while each side ran, and on runcast's side how long the
+submitting took and when the last run started (its claim): a thousand runs wait first for
+Celery's consumer to take their messages, one at a time. Goal: runcast no slower.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Self
 
 from benchmarks.runs import CpuMeter
 from benchmarks.sse import rss_mb
 
 RUNS = 1000
-ROUNDS = 2
+ROUNDS = 4  # the machine is shared: a side's time moves by a second from round to round
 SUBMIT_THREADS = 8
 EVENTS_PER_RUN = 22
 SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
+STARTED_S: list[float] = []  # when the last run started (its claim), per runcast side
 RATIO_TARGET = 1.0
 
 
@@ -74,7 +78,7 @@ def settle(meter: CpuMeter, quiet_share: float = 0.05, timeout_s: float = 15.0) 
 
 
 def runcast_side(tasks, rt, n: int) -> float:
-    started = time.perf_counter()
+    started, wall_start = time.perf_counter(), time.time()
     with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
         ids = list(pool.map(lambda _: tasks.submit("bench_io", {}), range(n)))
     SUBMIT_S.append(time.perf_counter() - started)
@@ -88,9 +92,12 @@ def runcast_side(tasks, rt, n: int) -> float:
     bad = [i for i, s in zip(ids, statuses, strict=True) if s != "succeeded"]
     if bad:
         raise AssertionError(f"{len(bad)} runs did not succeed, e.g. {tasks.get_run(bad[0])}")
-    short = [i for i in ids if tasks.get_run(i)["last_seq"] != EVENTS_PER_RUN]
+    runs = [tasks.get_run(i) for i in ids]
+    short = [r for r in runs if r["last_seq"] != EVENTS_PER_RUN]
     if short:
         raise AssertionError(f"{len(short)} runs do not have {EVENTS_PER_RUN} events")
+    last_start = max(datetime.fromisoformat(r["started_at"]).timestamp() for r in runs)
+    STARTED_S.append(last_start - wall_start)  # how fast the worker took the runs
     return elapsed
 
 
@@ -136,9 +143,10 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                 r[f"{name}_cpu_ms"] = (meter.sample()[0] - cpu_before) / runs * 1000
                 r[f"{name}_peak_rss_mb"] = rss.peak
             per_round.append(r)
-            r["runcast_submit_s"] = SUBMIT_S[-1]
+            r["runcast_submit_s"], r["runcast_last_start_s"] = SUBMIT_S[-1], STARTED_S[-1]
             print(f"round {i + 1}/{rounds}: runcast {r['runcast_s']:.2f} s (submitted in "
-                  f"{r['runcast_submit_s']:.2f} s; worker peak RSS "
+                  f"{r['runcast_submit_s']:.2f} s, the last run started at "
+                  f"{r['runcast_last_start_s']:.2f} s; worker peak RSS "
                   f"{r['runcast_peak_rss_mb']:.0f} MB), bare {r['bare_s']:.2f} s "
                   f"({r['bare_peak_rss_mb']:.0f} MB); CPU per run (worker, Redis, this process) "
                   f"runcast {r['runcast_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
@@ -158,6 +166,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         "runcast_peak_rss_mb": med("runcast_peak_rss_mb"),
         "bare_peak_rss_mb": med("bare_peak_rss_mb"),
         "runcast_submit_s": med("runcast_submit_s"),
+        "runcast_last_start_s": med("runcast_last_start_s"),
         "runcast_cpu_ms_per_run": med("runcast_cpu_ms"), "bare_cpu_ms_per_run": med("bare_cpu_ms"),
         "time_ratio": round(ratio, 3),
         "load_average": os.getloadavg(),
