@@ -74,7 +74,8 @@ def _start_worker_loops(sender=None, **_kwargs) -> None:
     rt = runtime()
     rt.start_reaper(getattr(sender, "hostname", None))
     rt.start_delivery()
-    heap.settle()  # last: what the worker keeps for its lifetime is alive by now
+    if heap.many_runs_per_process(getattr(sender, "pool", None)):
+        heap.settle()  # last: what the worker keeps for its lifetime is alive by now
 
 
 @signals.worker_shutdown.connect

@@ -22,6 +22,15 @@ import gc
 from tasks.constants import GC_YOUNG_THRESHOLD
 
 
+def many_runs_per_process(pool: object) -> bool:
+    """Whether a worker's pool runs its tasks in the worker's own process, many at once
+    (Celery's threads pool, what `runcast worker --io-bound` runs): where this was measured to
+    pay. A prefork worker's process only consumes; its children run one task each."""
+    from celery.concurrency.thread import TaskPool
+
+    return isinstance(pool, TaskPool)
+
+
 def settle() -> None:
     """Freeze what is alive now out of every later collection; collect the young less often."""
     gc.collect()
