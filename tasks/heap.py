@@ -11,7 +11,7 @@ timing each collection, five sides per worker): per side, 235-290 young, 21-26 m
 2 full collections, 0.39-0.47 s of CPU in all, the full ones about 120 ms each. With what is
 alive once the worker is ready frozen (gc.freeze: modules, the app and its settings, never
 garbage) and a youngest generation of GC_YOUNG_THRESHOLD objects: about 50 young, 4 middle and
-0.4 full collections per side, 0.11-0.12 s, no pause longer than 60 ms. Wall time on that
+0.4 full collections per side, 0.11-0.12 s, the longest about 90 ms. Wall time on that
 benchmark moves more from run to run than this saves; the CPU is the measured gain.
 """
 
