@@ -55,13 +55,13 @@ def _submit(body: RunRequest, idempotency_key: str | None) -> tuple[dict[str, An
 
 @router.post("", status_code=202, response_model=Run, dependencies=[KeyDep],
              responses={404: {"description": "unknown agent"}, 409: {}, 413: {}})
-async def submit_run(body: RunRequest, response: Response, settings: SettingsDep,
+async def submit_run(body: RunRequest, request: Request, response: Response,
                      idempotency_key: IdempotencyHeader = None) -> dict[str, Any]:
     # async, with the blocking part in the thread pool: a plain `def` route also has its
     # response validated in the pool, a second thread hop on the API's busiest request
     run, _new = await run_in_threadpool(_submit, body, idempotency_key)
     response.headers["Location"] = f"/runs/{run['run_id']}"
-    return with_token(run, settings.secret)
+    return with_token(run, app_settings(request).secret)
 
 
 @router.post("/stream", dependencies=[KeyDep], response_class=Response,
