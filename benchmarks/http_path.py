@@ -3,13 +3,15 @@
     .venv/bin/python -m benchmarks.http_path [ROUNDS]
 
 Starts its own redis-server, ONE Celery worker (`-c 4`, loading benchmarks.bare) and ONE API
-process (uvicorn `api.app:app`), then alternates, round by round, in the opposite order every
-other round:
+process (uvicorn `api.app:app`), then alternates the sides round by round:
   - round trips: N sequential no-ops from one caller, each submitted and waited for (p50);
     runcast: `POST /runs {"agent": "bench_noop"}` + `GET /runs/{id}/wait` (httpx, keep-alive);
     bare:    `noop.apply_async(args=[{}])` + `.get()` (Redis result backend);
   - throughput: M no-ops submitted, then every one waited for, by CALLERS threads on each side
     (runcast: an httpx.Client, so a keep-alive connection, per thread; bare: Celery's client).
+A third side, for context (not the goal's baseline): bare Celery behind a minimal FastAPI app
+(benchmarks.bare_http, `POST /tasks` + `GET /tasks/{id}/wait`, under the same uvicorn), called
+as runcast's API is; it prices the HTTP hop itself. Each side goes first in turn.
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
 """
@@ -22,7 +24,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import httpx
 
@@ -36,19 +40,38 @@ THROUGHPUT_TARGET = 0.6
 P50_TARGET_MS = 3.0
 
 
-def _submit_and_wait(http: httpx.Client) -> None:
-    run = http.post("/runs", json={"agent": "bench_noop", "input": {}}).json()
-    done = http.get(f"/runs/{run['run_id']}/wait", params={"timeout": 30}).json()
-    if done["status"] != "succeeded":
-        raise AssertionError(f"a run ended {done['status']}: {done}")
+class Api(NamedTuple):
+    """How a side's HTTP API is called: submit, then wait for the result."""
+
+    submit_path: str
+    body: dict | None
+    id_field: str
+    wait_path: str  # with {} for the id
+    ok: Callable[[dict], bool]
 
 
-def runcast_round_trips(url: str, n: int) -> list[float]:
+RUNCAST = Api("/runs", {"agent": "bench_noop", "input": {}}, "run_id", "/runs/{}/wait",
+              lambda done: done["status"] == "succeeded")
+BARE_HTTP = Api("/tasks", None, "task_id", "/tasks/{}/wait",  # benchmarks.bare_http
+                lambda done: done["state"] == "SUCCESS")
+
+
+def _submit(http: httpx.Client, api: Api) -> str:
+    return http.post(api.submit_path, json=api.body).json()[api.id_field]
+
+
+def _wait(http: httpx.Client, api: Api, run_id: str, timeout: float) -> None:
+    done = http.get(api.wait_path.format(run_id), params={"timeout": timeout}).json()
+    if not api.ok(done):
+        raise AssertionError(f"a run did not succeed: {done}")
+
+
+def http_round_trips(url: str, n: int, api: Api) -> list[float]:
     times = []
     with httpx.Client(base_url=url, timeout=60) as http:
         for _ in range(n):
             start = time.perf_counter()
-            _submit_and_wait(http)
+            _wait(http, api, _submit(http, api), 30)
             times.append(time.perf_counter() - start)
     return times
 
@@ -62,7 +85,7 @@ def bare_round_trips(noop, n: int) -> list[float]:
     return times
 
 
-def runcast_throughput(url: str, m: int) -> float:
+def http_throughput(url: str, m: int, api: Api) -> float:
     """As bare_throughput does it: CALLERS threads submit the M runs, then wait for each; a
     keep-alive connection per thread."""
     local = threading.local()
@@ -74,19 +97,11 @@ def runcast_throughput(url: str, m: int) -> float:
             clients.append(local.client)
         return local.client
 
-    def post(_: int) -> str:
-        return http().post("/runs", json={"agent": "bench_noop", "input": {}}).json()["run_id"]
-
-    def wait(run_id: str) -> None:
-        done = http().get(f"/runs/{run_id}/wait", params={"timeout": 60}).json()
-        if done["status"] != "succeeded":
-            raise AssertionError(f"a run ended {done['status']}")
-
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(CALLERS) as pool:
-            ids = list(pool.map(post, range(m)))
-            list(pool.map(wait, ids))
+            ids = list(pool.map(lambda _: _submit(http(), api), range(m)))
+            list(pool.map(lambda run_id: _wait(http(), api, run_id, 60), ids))
         return m / (time.perf_counter() - start)
     finally:
         for client in clients:
@@ -107,23 +122,27 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
     from tests.services import start_api, start_worker
 
     server = RedisServer().start()
-    worker = api = None
+    worker = api = bare_api = None
     try:
         noop = set_up_sides(server.url).tasks["bench.noop"]
 
         worker = start_worker(server.url, name="bench-http", concurrency=WORKER_CONCURRENCY,
                               RUNCAST_AGENTS=AGENT_MODULES)
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
-        runcast_round_trips(url, WARM_UP)
+        bare_api, bare_url = start_api(server.url, app="benchmarks.bare_http:app",
+                                       ready_path="/docs")
+        http_round_trips(url, WARM_UP, RUNCAST)
+        http_round_trips(bare_url, WARM_UP, BARE_HTTP)
         bare_round_trips(noop, WARM_UP)
         per_round = []
         for i in range(rounds):
-            sides = [("runcast", lambda: runcast_round_trips(url, n),
-                      lambda: runcast_throughput(url, m)),
+            sides = [("runcast", lambda: http_round_trips(url, n, RUNCAST),
+                      lambda: http_throughput(url, m, RUNCAST)),
                      ("bare", lambda: bare_round_trips(noop, n),
-                      lambda: bare_throughput(noop, m))]
-            if i % 2:
-                sides.reverse()
+                      lambda: bare_throughput(noop, m)),
+                     ("bare_http", lambda: http_round_trips(bare_url, n, BARE_HTTP),
+                      lambda: http_throughput(bare_url, m, BARE_HTTP))]
+            sides = sides[i % 3:] + sides[:i % 3]  # each side first in turn
             r: dict[str, float] = {}
             for name, trips, _ in sides:
                 r[f"{name}_p50_ms"] = statistics.median(trips()) * 1000
@@ -131,13 +150,14 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
                 r[f"{name}_per_s"] = throughput()
             per_round.append(r)
             print(f"round {i + 1}/{rounds}: p50 runcast {r['runcast_p50_ms']:.2f} ms, bare "
-                  f"{r['bare_p50_ms']:.2f} ms; throughput runcast {r['runcast_per_s']:.0f}/s, "
-                  f"bare {r['bare_per_s']:.0f}/s; load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{r['bare_p50_ms']:.2f} ms, bare over HTTP {r['bare_http_p50_ms']:.2f} ms; "
+                  f"throughput runcast {r['runcast_per_s']:.0f}/s, bare {r['bare_per_s']:.0f}/s, "
+                  f"bare over HTTP {r['bare_http_per_s']:.0f}/s; load {os.getloadavg()[0]:.1f}",
+                  flush=True)
     finally:
-        if api is not None:
-            api.stop()
-        if worker is not None:
-            worker.stop()
+        for process in (api, bare_api, worker):
+            if process is not None:
+                process.stop()
         server.cleanup()
 
     def med(key: str) -> float:
@@ -145,6 +165,9 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
 
     ratio = statistics.median(r["runcast_per_s"] / r["bare_per_s"] for r in per_round)
     delta = statistics.median(r["runcast_p50_ms"] - r["bare_p50_ms"] for r in per_round)
+    http_ratio = statistics.median(r["runcast_per_s"] / r["bare_http_per_s"] for r in per_round)
+    http_delta = statistics.median(r["runcast_p50_ms"] - r["bare_http_p50_ms"]
+                                   for r in per_round)
     result = {
         "worker": f"RUNCAST_AGENTS={AGENT_MODULES} celery -A tasks worker -c "
                   f"{WORKER_CONCURRENCY}; one uvicorn api.app:app",
@@ -152,13 +175,19 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
         "runcast_throughput_per_s": med("runcast_per_s"), "bare_throughput_per_s":
         med("bare_per_s"), "throughput_ratio": round(ratio, 3),
         "runcast_p50_ms": med("runcast_p50_ms"), "bare_p50_ms": med("bare_p50_ms"),
-        "p50_delta_ms": round(delta, 3), "load_average": os.getloadavg(),
+        "p50_delta_ms": round(delta, 3),
+        "bare_http_throughput_per_s": med("bare_http_per_s"),
+        "bare_http_p50_ms": med("bare_http_p50_ms"),
+        "throughput_ratio_vs_bare_http": round(http_ratio, 3),
+        "p50_delta_vs_bare_http_ms": round(http_delta, 3),
+        "load_average": os.getloadavg(),
         "throughput_target_met": ratio >= THROUGHPUT_TARGET,
         "p50_target_met": delta <= P50_TARGET_MS,
     }
     print(f"HTTP path: throughput {ratio:.2f}x bare (goal >= {THROUGHPUT_TARGET}); p50 runcast "
           f"{result['runcast_p50_ms']} ms vs bare {result['bare_p50_ms']} ms (+{delta:.2f} ms, "
-          f"goal <= {P50_TARGET_MS})", flush=True)
+          f"goal <= {P50_TARGET_MS}); beside bare Celery behind FastAPI: throughput "
+          f"{http_ratio:.2f}x, p50 {http_delta:+.2f} ms", flush=True)
     return result
 
 

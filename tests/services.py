@@ -89,13 +89,15 @@ def start_worker(redis_url: str, name: str = "w1", concurrency: int = 4,
     return worker
 
 
-def start_api(redis_url: str, **env: str) -> tuple[Process, str]:
+def start_api(redis_url: str, app: str = "api.app:app", ready_path: str = "/healthz",
+              **env: str) -> tuple[Process, str]:
+    """`app` under uvicorn on a free port, once `ready_path` answers."""
     port = free_port()
-    args = [str(BIN / "uvicorn"), "api.app:app", "--host", "127.0.0.1", "--port", str(port),
+    args = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "warning"]
     api = Process(args, service_env(redis_url, **env), "api").start()
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/healthz", api)
+    wait_http(url + ready_path, api)
     return api, url
 
 
