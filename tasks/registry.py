@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import re
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,15 +48,28 @@ _on_register: list[Callable[[AgentSpec], None]] = []
 
 
 def context_parameter(handler: Callable[..., Any]) -> str | None:
-    """The name of the handler's parameter that takes the StreamContext, if any."""
+    """The name of the handler's parameter that takes the StreamContext, if any: one named
+    `context`, or one annotated `StreamContext`, `StreamContext | None` or
+    `Optional[StreamContext]`, as an object or as a postponed (string) annotation."""
     for param in list(inspect.signature(handler).parameters.values())[1:]:
-        annotation = param.annotation
-        if param.name == "context" or annotation is StreamContext or annotation in (
-            "StreamContext",
-            "StreamContext | None",
-        ):
+        if param.name == "context" or _names_context(param.annotation):
             return param.name
     return None
+
+
+_TYPING_WORDS = {"Optional", "Union", "None", "typing", "NoneType"}
+
+
+def _names_context(annotation: Any) -> bool:
+    if isinstance(annotation, str):  # `from __future__ import annotations`, or quoted
+        names = {word.rsplit(".", 1)[-1] for word in re.findall(r"[A-Za-z_][\w.]*", annotation)}
+        return "StreamContext" in names and names <= _TYPING_WORDS | {"StreamContext"}
+    if isinstance(annotation, type):
+        return issubclass(annotation, StreamContext)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return len(args) == 1 and _names_context(args[0])
+    return False
 
 
 def agent(
