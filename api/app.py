@@ -9,9 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from redis.exceptions import RedisError
 
+from api.deps import KeyDep
 from api.limits import BodyLimitMiddleware
 from api.routes import batches, runs, system, ui
 from api.routes import metrics as metrics_routes
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Run AI-agent work in the background, stream its events.",
         lifespan=lifespan,
+        openapi_url=None, docs_url=None, redoc_url=None,  # served below, behind the API keys
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_input_bytes)
@@ -75,7 +78,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RedisError, _redis_down)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     _document_string_422(app)
+    _serve_docs(app)
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """The OpenAPI schema and its two viewers, FastAPI's usual routes, but like every route
+    but /healthz they need an API key when keys are set (a browser then gets a 401: fetch the
+    schema with the key instead)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[KeyDep])
+    async def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[KeyDep])
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[KeyDep])
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def _handler(status: int):

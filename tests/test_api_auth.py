@@ -61,6 +61,9 @@ def routes(runs) -> list[tuple[str, str, dict]]:
         ("GET", f"/batches/{batch_id}", {}),
         ("POST", f"/batches/{batch_id}/cancel", {}),
         ("GET", "/agents", {}),
+        ("GET", "/openapi.json", {}),  # FastAPI's schema and docs, like every other route
+        ("GET", "/docs", {}),
+        ("GET", "/redoc", {}),
     ]
 
 
