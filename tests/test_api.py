@@ -387,6 +387,12 @@ def test_list_runs_filters_by_status_agent_and_batch(http):
     assert both[0]["run_id"] == ok
     none = http.get("/runs", params={"agent": "echo", "status": "failed", "limit": 500}).json()
     assert ok not in {r["run_id"] for r in none["runs"]}
+    # the contract writes the route `GET /runs?status=&agent=&batch_id=&limit=50&cursor=`:
+    # empty parameters are no filter
+    empty = http.get("/runs?status=&agent=&batch_id=&limit=50&cursor=")
+    assert empty.status_code == 200, empty.text
+    assert {ok, failed} <= {r["run_id"] for r in empty.json()["runs"]}
+    assert_error(http.get("/runs", params={"status": "done"}), 422)
 
     batch = http.post("/batches", json={"runs": [{"agent": "echo", "input": {"i": i}}
                                                  for i in range(5)]}).json()

@@ -79,7 +79,10 @@ async def submit_and_stream(body: RunRequest, settings: SettingsDep,
 @router.get("", response_model=RunList, dependencies=[KeyDep])
 def list_runs(
     settings: SettingsDep,
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    status: Annotated[  # empty, as in `?status=&agent=`, is no filter, as for the others
+        Literal["queued", "running", "succeeded", "failed", "cancelled", ""] | None,
+        Query(description="only runs in this status; empty: any"),
+    ] = None,
     agent: Annotated[str | None, Query(max_length=100)] = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
