@@ -131,8 +131,10 @@ class Client(BatchMethods, _BaseClient):
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> Run:
-        return self._send(self._submit(agent, input, events, timeout, metadata, idempotency_key))
+        return self._send(self._submit(agent, input, events, timeout, metadata, idempotency_key,
+                                       webhook))
 
     def get(self, run_id: str) -> Run:
         return self._send(self._get(run_id))
@@ -162,9 +164,13 @@ class Client(BatchMethods, _BaseClient):
         return self._send(self._list_runs(status, agent, batch_id, limit, cursor))
 
     def submit_batch(
-        self, runs: list[dict[str, Any] | RunRequest], metadata: dict[str, Any] | None = None
+        self,
+        runs: list[dict[str, Any] | RunRequest],
+        metadata: dict[str, Any] | None = None,
+        *,
+        webhook: str | None = None,
     ) -> BatchCreated:
-        return self._send(self._submit_batch(runs, metadata))
+        return self._send(self._submit_batch(runs, metadata, webhook))
 
     def batch(self, batch_id: str) -> BatchStatus:
         return self._send(self._batch(batch_id))
@@ -191,9 +197,11 @@ class Client(BatchMethods, _BaseClient):
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> EventStream:
         """Submit a run and follow its events; the stream's `run_id` is set once known."""
-        call = self._submit_stream(agent, input, events, timeout, metadata, idempotency_key)
+        call = self._submit_stream(agent, input, events, timeout, metadata,
+                                   idempotency_key, webhook)
         return EventStream(lambda holder: self._submit_and_follow(call, holder))
 
     def _submit_and_follow(self, call: _Call, holder: EventStream) -> Iterator[Event]:
@@ -287,8 +295,10 @@ class AsyncClient(AsyncBatchMethods, _BaseClient):
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> Run:
-        call = self._submit(agent, input, events, timeout, metadata, idempotency_key)
+        call = self._submit(agent, input, events, timeout, metadata, idempotency_key,
+                                       webhook)
         return await self._send(call)
 
     async def get(self, run_id: str) -> Run:
@@ -319,9 +329,13 @@ class AsyncClient(AsyncBatchMethods, _BaseClient):
         return await self._send(self._list_runs(status, agent, batch_id, limit, cursor))
 
     async def submit_batch(
-        self, runs: list[dict[str, Any] | RunRequest], metadata: dict[str, Any] | None = None
+        self,
+        runs: list[dict[str, Any] | RunRequest],
+        metadata: dict[str, Any] | None = None,
+        *,
+        webhook: str | None = None,
     ) -> BatchCreated:
-        return await self._send(self._submit_batch(runs, metadata))
+        return await self._send(self._submit_batch(runs, metadata, webhook))
 
     async def batch(self, batch_id: str) -> BatchStatus:
         return await self._send(self._batch(batch_id))
@@ -348,9 +362,11 @@ class AsyncClient(AsyncBatchMethods, _BaseClient):
         timeout: float | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> AsyncEventStream:
         """Submit a run and follow its events; the stream's `run_id` is set once known."""
-        call = self._submit_stream(agent, input, events, timeout, metadata, idempotency_key)
+        call = self._submit_stream(agent, input, events, timeout, metadata,
+                                   idempotency_key, webhook)
         return AsyncEventStream(lambda holder: self._submit_and_follow(call, holder))
 
     async def _submit_and_follow(

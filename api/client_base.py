@@ -306,6 +306,7 @@ class _BaseClient:
         timeout: float | None,
         metadata: dict[str, Any] | None,
         idempotency_key: str | None,
+        webhook: str | None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"agent": agent, "input": {} if input is None else input}
         options = {
@@ -313,6 +314,7 @@ class _BaseClient:
             "timeout": timeout,
             "metadata": metadata,
             "idempotency_key": idempotency_key,
+            "webhook": webhook,
         }
         body.update((key, value) for key, value in options.items() if value is not None)
         return body
@@ -364,14 +366,18 @@ class _BaseClient:
         return _Call("GET", "/runs", RunList, params=params)
 
     def _submit_batch(
-        self, runs: list[dict[str, Any] | RunRequest], metadata: dict[str, Any] | None
+        self,
+        runs: list[dict[str, Any] | RunRequest],
+        metadata: dict[str, Any] | None,
+        webhook: str | None = None,
     ) -> _Call:
         items = [
             run.model_dump(mode="json") if isinstance(run, RunRequest) else run for run in runs
         ]
-        return _Call(
-            "POST", "/batches", BatchCreated, json={"runs": items, "metadata": metadata or {}}
-        )
+        body: dict[str, Any] = {"runs": items, "metadata": metadata or {}}
+        if webhook is not None:
+            body["webhook"] = webhook
+        return _Call("POST", "/batches", BatchCreated, json=body)
 
     def _batch(self, batch_id: str) -> _Call:
         return _Call("GET", _path("batches", batch_id), BatchStatus)

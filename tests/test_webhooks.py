@@ -332,3 +332,24 @@ def test_deliveries_are_counted_in_metrics(world):
     after = deliveries(world.http)
     moved = {k: after.get(k, 0) - before.get(k, 0) for k in ("delivered", "retried", "failed")}
     assert moved == {"delivered": 1, "retried": 1, "failed": 1}
+
+
+def test_the_python_client_sends_run_and_batch_webhooks(world):
+    """api.client mirrors the API: `webhook=` on submit, submit_stream and submit_batch."""
+    from api.client import Client
+
+    with Receiver(then=200) as hook, Client(world.url, timeout=30) as client:
+        run = client.submit("echo", {"via": "client"}, webhook=hook.url)
+        assert run.webhook == hook.url
+        streamed = client.submit_stream("echo", {"via": "stream"}, webhook=hook.url)
+        assert [event.type for event in streamed][-1] == "complete"
+        batch = client.submit_batch([{"agent": "echo", "input": {"i": 1}}], webhook=hook.url)
+        settled(world.http, f"/runs/{run.run_id}")
+        settled(world.http, f"/runs/{streamed.run_id}")
+        settled(world.http, f"/batches/{batch.batch_id}")
+        requests = hook.requests()
+    types = sorted(request.message["type"] for request in requests)
+    assert types == ["batch.done", "run.succeeded", "run.succeeded"]
+    assert_signed_and_same([r for r in requests if r.message["type"] == "batch.done"])
+    run_ids = {r.message["data"].get("run_id") for r in requests} - {None}
+    assert run_ids == {run.run_id, streamed.run_id}
