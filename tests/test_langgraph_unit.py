@@ -226,3 +226,22 @@ async def test_cancelling_the_context_cancels_a_running_graph():
     ctx.request_cancel("user")
     with pytest.raises(RunCancelled):
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_custom_chunk_with_keys_that_are_not_text_becomes_an_event():
+    """A node may write any dict to LangGraph's custom stream: keys that are not strings become
+    text (as JSON stores them), not a failed run."""
+    def node(state: State) -> dict:
+        get_stream_writer()({1: "one", "event": "named like sync_emit's first parameter"})
+        get_stream_writer()("plain text")
+        return {"answer": "done"}
+
+    graph = (StateGraph(State).add_node("node", node).add_edge(START, "node")
+             .add_edge("node", END).compile())
+    backend = MemoryEventBackend()
+    ctx = StreamContext("r", backend=backend)
+    assert await stream_graph(graph, {"question": "q"}, ctx) == {"question": "q",
+                                                                  "answer": "done"}
+    custom = [e.data for e in backend.read("r") if e.type == "custom:langgraph"]
+    assert custom == [{"1": "one", "event": "named like sync_emit's first parameter"},
+                      {"value": "plain text"}]

@@ -100,10 +100,13 @@ def _fallback(value: Any) -> Any:
 
 
 def _as_data(value: Any) -> dict[str, Any]:
-    """A dict as event data; anything else as `{"value": ...}`."""
+    """A dict as event data (its keys as JSON has them: text); anything else as
+    `{"value": ...}`."""
     value = _jsonable(value)
     if isinstance(value, dict):
-        return value
+        if all(isinstance(key, str) for key in value):
+            return value
+        return json.loads(dumps(value))  # {1: "x"} -> {"1": "x"}, as it would be stored
     return {"value": value}
 
 
