@@ -23,7 +23,9 @@ DEV_SECRET = "runcast-dev-secret-change-me"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNCAST_", extra="ignore",
+    # An empty variable is an unset one (compose's `${RUNCAST_SECRET:-}`, an `.env` line with no
+    # value): the default applies, not an empty secret or an events filter with no name
+    model_config = SettingsConfigDict(env_prefix="RUNCAST_", extra="ignore", env_ignore_empty=True,
                                       hide_input_in_errors=True)  # secrets stay out of logs
 
     redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
