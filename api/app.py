@@ -18,7 +18,6 @@ from api.limits import BodyLimitMiddleware
 from api.routes import batches, runs, system, ui
 from api.routes import metrics as metrics_routes
 from streaming.errors import EventStoreUnavailable
-from tasks import batch_reads
 from tasks import celeryapp as runtime_module
 from tasks.errors import (
     BrokerUnavailable,
@@ -55,7 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await batch_reads.aclose()  # before the client its hub uses
             await rt.events.aclose()
             if settings.embedded:
                 rt.stop_embedded_worker()

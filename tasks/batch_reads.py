@@ -2,7 +2,7 @@
 
 The batch log (tasks/lua.py BATCH_LOG) is a Redis Stream per batch, entry ids `0-<seq>`, each
 entry also PUBLISHed on the batch's channel. A subscriber listens on the channel through the
-process's pub/sub hub (one connection for every batch subscriber of the process, as for runs),
+event backend's pub/sub hub (one connection for every run and batch subscriber of a process),
 reads the log after its point, then takes live frames, filling any gap from the log, until `done`.
 """
 
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from streaming.backends.base import RESYNC
-from streaming.backends.hub import PubSubHub
 from streaming.constants import BATCH_EVENTS_CHANNEL, BATCH_PAGE_RUNS, SUBSCRIBE_RESYNC_S
 from tasks.errors import RunNotFound
 
@@ -59,34 +57,14 @@ def iter_results(rt: Runtime, batch_id: str, after: int = 0) -> Iterator[dict[st
 
 # -- the batch stream --------------------------------------------------------------------------
 
-# per event loop, per event backend (a process may hold two runtimes)
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, PubSubHub]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _hub(rt: Runtime) -> PubSubHub:
-    """This event loop's hub of batch channels, on the event backend's async client."""
-    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
-    hub = hubs.get(id(rt.events))
-    if hub is None:
-        client = rt.events._loop_state().client
-        hub = hubs[id(rt.events)] = PubSubHub(client, json.loads)
-    return hub
-
-
-async def aclose() -> None:
-    """Close this event loop's hub of batch channels (the API's shutdown)."""
-    for hub in _hubs.pop(asyncio.get_running_loop(), {}).values():
-        await hub.aclose()
-
-
 @asynccontextmanager
 async def _live(rt: Runtime, batch_id: str) -> AsyncIterator[asyncio.Queue | None]:
     if rt.settings.embedded:
         yield None
         return
-    async with _hub(rt).listen(BATCH_EVENTS_CHANNEL.format(batch_id=batch_id)) as queue:
+    # the event backend's hub: one pub/sub connection for run and batch subscribers alike
+    async with rt.events.hub.listen(BATCH_EVENTS_CHANNEL.format(batch_id=batch_id),
+                                    decode=json.loads) as queue:
         yield queue
 
 

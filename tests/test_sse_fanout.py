@@ -112,3 +112,41 @@ def test_a_crowd_on_a_finished_run_gets_it_from_one_feed(api, redis_url):
         assert logs[21] == [] and logs[22] == []  # past the end of a finished run: closes
 
     asyncio.run(scenario())
+
+
+def test_run_and_batch_streams_share_the_one_pubsub_connection(api, redis_url):
+    """DESIGN, "Event backends": one pub/sub connection per API process for all its
+    subscribers, batch stream subscribers included."""
+    process, url = api
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            run_id = (await client.post("/runs", json={
+                "agent": "tokens", "input": {"text": words(40), "delay": 0.05}})).json()["run_id"]
+            batch = (await client.post("/batches", json={"runs": [
+                {"agent": "countdown", "input": {"steps": 20, "delay": 0.1}}]})).json()
+
+            async def batch_frames() -> list[str]:
+                events = []
+                async with client.stream("GET", f"/batches/{batch['batch_id']}/stream") as s:
+                    assert s.status_code == 200
+                    async for line in s.aiter_lines():
+                        if line.startswith("event: "):
+                            events.append(line[len("event: "):])
+                return events
+
+            streams = [asyncio.create_task(follow(client, run_id)),
+                       asyncio.create_task(batch_frames())]
+            await asyncio.sleep(1.0)  # both subscribed, neither ended
+            admin = redis.Redis.from_url(redis_url)
+            try:
+                attached = api_redis_connections(process.proc.pid, admin, admin.connection_pool
+                                                 .connection_kwargs["port"])
+            finally:
+                admin.close()
+            run_frames, batch_events = await asyncio.gather(*streams)
+        assert attached["pubsub"] == 1, attached
+        assert run_frames[-1]["type"] == "complete" and len(run_frames) == 42
+        assert batch_events[-1] == "done"
+
+    asyncio.run(scenario())

@@ -21,14 +21,17 @@ class PubSubHub:
     """SUBSCRIBEs each channel once, however many local listeners it has.
 
     A listener's queue receives whatever `decode(message)` returns for each message of its
-    channel. When a channel's subscription is confirmed again after a lost connection (our
-    reconnect, or redis-py's own), RESYNC goes on its queues: messages may have been missed
-    meanwhile, and the log read that RESYNC triggers now sees everything they carried.
+    channel: the hub's decoder, or the one the channel's first listener named (run events and
+    batch frames share the process's one connection). When a channel's subscription is
+    confirmed again after a lost connection (our reconnect, or redis-py's own), RESYNC goes on
+    its queues: messages may have been missed meanwhile, and the log read that RESYNC triggers
+    now sees everything they carried.
     """
 
     def __init__(self, client: aioredis.Redis, decode: Callable[[bytes], object]) -> None:
         self._client = client
         self._decode = decode
+        self._decoders: dict[str, Callable[[bytes], object]] = {}
         self._queues: dict[str, set[asyncio.Queue]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: aioredis.client.PubSub | None = None
@@ -40,7 +43,8 @@ class PubSubHub:
         return len(self._queues)
 
     @asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue]:
+    async def listen(self, channel: str, decode: Callable[[bytes], object] | None = None
+                     ) -> AsyncIterator[asyncio.Queue]:
         """A queue of the channel's messages, once Redis has confirmed the subscription; raises
         redis' ConnectionError when it cannot be made or is not confirmed within
         SUBSCRIBE_CONFIRM_S (Redis is down: the caller answers 503 rather than hang)."""
@@ -50,6 +54,8 @@ class PubSubHub:
         try:
             if len(listeners) == 1:
                 self._confirmed[channel] = asyncio.Event()
+                if decode is not None:
+                    self._decoders[channel] = decode
                 await self._subscribe(channel)
             confirmed = self._confirmed[channel]
             try:
@@ -64,6 +70,7 @@ class PubSubHub:
             if not listeners and self._queues.get(channel) is listeners:
                 del self._queues[channel]
                 self._confirmed.pop(channel, None)
+                self._decoders.pop(channel, None)
                 await self._unsubscribe(channel)
 
     async def _subscribe(self, channel: str) -> None:
@@ -115,7 +122,7 @@ class PubSubHub:
                 item = RESYNC  # subscribed again after a reconnect
             elif kind == "message":
                 try:
-                    item = self._decode(message["data"])
+                    item = self._decoders.get(channel, self._decode)(message["data"])
                 except Exception:  # noqa: BLE001 - a foreign message must not stop the reader
                     log.warning("undecodable message on %s", channel)
                     item = RESYNC
