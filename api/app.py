@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
 
 from api.deps import KeyDep
 from api.limits import BodyLimitMiddleware
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, _handler(status))
     app.add_exception_handler(RedisError, _redis_down)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
     _document_string_422(app)
     _serve_docs(app)
     return app
@@ -109,6 +112,19 @@ async def _invalid_request(_request: Request, exc: RequestValidationError) -> JS
     """FastAPI's 422, safe whatever the request held: FastAPI's own handler fails (a 500) when
     it echoes a NaN, a lone surrogate or a deeply nested value back."""
     return JSONResponse({"detail": json_safe(exc.errors())}, status_code=422)
+
+
+async def _http_error(request: Request, exc: HTTPException):
+    """FastAPI's own answer, but a JSON body Python's parser gives up on (nested thousands of
+    levels deep, an integer of thousands of digits) is an invalid body, a 422 saying why, like
+    any other JSON the API cannot take, not FastAPI's 400 "There was an error parsing the
+    body"."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, RecursionError | ValueError):
+        reason = "it is nested too deeply" if isinstance(cause, RecursionError) else str(cause)
+        return JSONResponse({"detail": json_safe(f"the request body is not JSON the API can "
+                                                 f"read: {reason}")}, status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 def _document_string_422(app: FastAPI) -> None:

@@ -119,9 +119,17 @@ def test_submit_malformed_json_is_422(http):
     assert_error(response, 422)
     assert_error(http.post("/runs", content=b"", headers={"content-type": "application/json"}),
                  422)
-    # bytes that are not UTF-8 at all: refused as a client error (FastAPI says 400 here)
-    response = http.post("/runs", content=b"\xff\xfe{", headers={"content-type": "application/json"})
-    assert response.status_code in (400, 422) and response.json()["detail"]
+    # bytes that are not UTF-8 at all, JSON nested past Python's recursion limit, an integer past
+    # its digit limit: JSON the parser gives up on, an invalid body like the rest (FastAPI's
+    # own answer is a 400 "There was an error parsing the body")
+    for content, why in ((b"\xff\xfe{", "codec can't decode"),
+                         (b'{"agent": "echo", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                          "nested too deeply"),
+                         (b'{"agent": "echo", "input": ' + b"9" * 5000 + b"}", "digits")):
+        response = http.post("/runs", content=content,
+                             headers={"content-type": "application/json"})
+        assert_error(response, 422)
+        assert why in response.json()["detail"], response.text
 
 
 def test_submit_accepts_known_filters(http):
