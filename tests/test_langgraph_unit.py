@@ -245,3 +245,41 @@ async def test_a_custom_chunk_with_keys_that_are_not_text_becomes_an_event():
     custom = [e.data for e in backend.read("r") if e.type == "custom:langgraph"]
     assert custom == [{"1": "one", "event": "named like sync_emit's first parameter"},
                       {"value": "plain text"}]
+
+
+def graph_with_a_subgraph():
+    def inner(state: State) -> dict:
+        emit("custom:inner", depth=1)
+        get_stream_writer()({"from": "the subgraph"})
+        return {"answer": "inner"}
+
+    sub = (StateGraph(State).add_node("inner", inner).add_edge(START, "inner")
+           .add_edge("inner", END).compile())
+    return (StateGraph(State).add_node("outer", sub).add_edge(START, "outer")
+            .add_edge("outer", END).compile())
+
+
+@pytest.mark.parametrize("queue_mode", [False, True])
+async def test_events_of_a_subgraph_node_reach_the_log_and_the_queue_once(queue_mode):
+    """An emit in a subgraph's node goes to LangGraph's custom stream (LangGraphBackend), which
+    the parent's stream carries only when it asks for subgraphs: without that, in queue mode
+    the event was in the log but never queued."""
+    backend = MemoryEventBackend()
+    ctx = StreamContext("r", backend=backend, queue_mode=queue_mode,
+                        streaming_backend=LangGraphBackend())
+    state = await stream_graph(graph_with_a_subgraph(), {"question": "q"}, ctx)
+    assert state == {"question": "q", "answer": "inner"}
+    expected = {("custom:inner", (("depth", 1),)),
+                ("custom:langgraph", (("from", "the subgraph"),)),
+                ("step", (("node_name", "outer"),))}
+
+    def shape(events):
+        out = set()
+        for e in events:
+            data = {"node_name": e.data["node_name"]} if e.type == "step" else e.data
+            out.add((e.type, tuple(sorted(data.items()))))
+        return out
+
+    events = ctx.drain_queued_events() if queue_mode else backend.read("r")
+    assert shape(events) == expected
+    assert sorted(e.seq for e in events) == [1, 2, 3]  # each once: no duplicate, no gap

@@ -312,9 +312,15 @@ async def stream_graph(graph: Any, graph_input: Any, context: StreamContext | No
     try:
         with current_context(ctx):
             stream = graph.astream(graph_input, run_config,
-                                   stream_mode=[*STREAM_MODES, "values"])
+                                   stream_mode=[*STREAM_MODES, "values"], subgraphs=True)
             async with aclosing(stream):
-                async for mode, chunk in stream:
+                async for namespace, mode, chunk in stream:
+                    if namespace:
+                        # A subgraph's chunk: its nodes' custom chunks count (in queue mode,
+                        # their events); steps and state are the parent graph's to report.
+                        if mode == "custom" and mapper is not None:
+                            mapper.custom(chunk)
+                        continue
                     if mode == "values":
                         state = chunk
                     elif mapper is None:
