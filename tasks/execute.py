@@ -18,7 +18,7 @@ from streaming.constants import HEARTBEAT_STALE_S, MAX_OUTPUT_DEPTH, OUTAGE_LIMI
 from streaming.context import StreamContext, current_context
 from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import dumps, envelope_parts, nesting_depth, utc_now_iso
-from tasks import aio_pool, monitor
+from tasks import aio_pool, monitor, time_limits
 from tasks.constants import HANDLER_THREADS_KEPT
 from tasks.registry import AgentSpec
 from tasks.supervision import Supervised, keep_time
@@ -129,6 +129,8 @@ def _error(message: str, code: str, details: dict | None = None) -> dict[str, An
 def outcome(spec: AgentSpec, run_id: str, ctx: StreamContext, result: Supervised,
             latency_s: float, timeout_s: float) -> tuple[str, str, dict[str, Any]]:
     """(status, terminal event type, event data) for how the handler ended."""
+    if result.soft_time_limit:  # Celery's soft time limit struck first (tasks/time_limits.py)
+        return "failed", "error", time_limits.soft_limit_error()
     if result.timed_out:
         message = f"the run took longer than its timeout of {timeout_s:g} s"
         return "failed", "error", _error(message, "timeout", {"timeout": timeout_s})

@@ -27,6 +27,9 @@ class AgentSpec:
     rate_limit: str | None = None
     context_param: str | None = field(default=None)  # the parameter that receives the context
     is_async: bool = False
+    # Celery's time limits of the agent's task (seconds; None: the worker's); see tasks/time_limits
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
 
     @property
     def task_name(self) -> str:
@@ -80,6 +83,8 @@ def agent(
     timeout: float | None = None,
     queue: str = "default",
     rate_limit: str | None = None,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `handler(payload, context=None)` as agent `name`; its task is runcast.agent.NAME."""
     if not isinstance(name, str) or not name or len(name) > 100:
@@ -89,6 +94,9 @@ def agent(
         spec_events = EventsFilter(events).spec
     if timeout is not None and timeout <= 0:
         raise ValueError("an agent's timeout must be positive")
+    for option, seconds in (("soft_time_limit", soft_time_limit), ("time_limit", time_limit)):
+        if seconds is not None and (isinstance(seconds, bool) or seconds <= 0):
+            raise ValueError(f"an agent's {option} must be positive")
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
         if name in _agents:
@@ -103,6 +111,8 @@ def agent(
             rate_limit=rate_limit,
             context_param=context_parameter(handler),
             is_async=inspect.iscoroutinefunction(handler),
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
         )
         _agents[name] = spec
         for hook in _on_register:
