@@ -44,6 +44,7 @@ READ_RETRIES = 5  # a read on a dropped connection is tried again this often
 READ_RETRY_BACKOFF_S = (1.0, 0.05)  # (cap, base) of the exponential pause between read retries
 OUTAGE_LIMIT_S = 60.0  # an event store outage longer than this fails the flush
 RETRY_BACKOFF_MAX_S = 1.0  # longest pause between two write attempts during an outage
+REFUSED_RUNS_KEPT = 10_000  # runs whose events the writer refuses, remembered (the oldest go)
 UNFINISHED_RUN_TTL_S = 7 * 86_400  # a log whose run never ended still expires (1 week)
 
 # Subscriptions: when no live message came for this long, the log is read again (a safety net

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from streaming.errors import RunCancelled
+from streaming.errors import EventStoreUnavailable, RunCancelled
 from streaming.events import (
     PAYLOAD_CLASSES,
     TERMINAL_TYPES,
@@ -177,13 +177,20 @@ class StreamContext:
         if not data_json.isascii():
             data_json.encode()  # a lone surrogate raises here, not later in the writer
         with self._lock:
-            self._seq += 1
-            event = Event.build(self._run_id, self._seq, event_type, data_json, data, self._head)
-            accepted = self._streaming is not None and self._offer(event)
+            event = Event.build(self._run_id, self._seq + 1, event_type, data_json, data,
+                                self._head)
             if not self._queue_mode:
-                self._backend.append(event)  # the log is complete whatever the offer did
-            elif not accepted:
-                self._queue.append(event)
+                # First, and the seq taken only once it is in: an append that raises (a full
+                # buffer past the outage limit) takes no seq, and offers the event to no one.
+                # The log is complete whatever the offer does.
+                self._backend.append(event)
+                self._seq += 1
+                if self._streaming is not None:
+                    self._offer(event)
+            else:
+                self._seq += 1
+                if not (self._streaming is not None and self._offer(event)):
+                    self._queue.append(event)
         return event
 
     def _offer(self, event: Event) -> bool:
@@ -326,13 +333,32 @@ class StreamContext:
 
     # -- storage ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every event emitted so far is durable (raises EventStoreUnavailable)."""
+        """Block until every event emitted so far is durable (raises EventStoreUnavailable, also
+        when the store refused some of this run's events: a flush never passes over a loss)."""
         if not self._queue_mode:
             self._backend.flush(timeout)
+            reason = self._backend.refusal(self._run_id)
+            if reason is not None:
+                raise EventStoreUnavailable(reason)
 
     async def aflush(self, timeout: float | None = None) -> None:
         if not self._queue_mode:
-            await asyncio.to_thread(self._backend.flush, timeout)
+            await asyncio.to_thread(self.flush, timeout)
+
+    def drop_unwritten(self, reason: str) -> None:
+        """Drop this run's events not written yet and refuse its later emits (they raise
+        EventStoreUnavailable): for a run being failed because the event store took no events
+        for too long.
+
+        Dropped rather than written first: the run's terminal event is numbered after the last
+        event in the store as it is written, so events still waiting would either take its seq
+        (refused as duplicates) or land after it. Dropping them keeps the log a gap-free prefix
+        ending with the terminal event, and does not make the failure wait for the writer to
+        drain (behind other runs' events) once the store is back. Their seqs were never in the
+        log, so none is reused there.
+        """
+        if not self._queue_mode:
+            self._backend.drop_unwritten(self._run_id, reason)
 
     def drain_queued_events(self) -> list[Event]:
         with self._lock:

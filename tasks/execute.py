@@ -201,6 +201,7 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt, task=None) -> dic
         ctx.flush()
     except EventStoreUnavailable as exc:
         status, event_type, data = "failed", "error", _error(str(exc), "event_store_unavailable")
+        ctx.drop_unwritten(str(exc))  # the terminal event then follows what is in the store
     ctx.request_cancel(ENDED_REASON)  # a handler left behind can emit no more
     fields: dict[str, Any] = {"finished_at": utc_now_iso()}
     if status == "succeeded":

@@ -23,10 +23,21 @@ class EventBackend(ABC):
 
     @abstractmethod
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every appended event is durable."""
+        """Block until every appended event is durable, or dropped with its run refused (the
+        run's context raises then: see `refusal`)."""
 
     async def aflush(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self.flush, timeout)
+
+    def refusal(self, run_id: str) -> str | None:
+        """Why the run's events are no longer taken (some of them were lost), None while they
+        are: a backend that can lose events says so instead of reporting them durable."""
+        return None
+
+    def drop_unwritten(self, run_id: str, reason: str) -> None:
+        """Drop the run's events not durable yet and refuse its later ones (`refusal` then gives
+        `reason`). A backend whose appends are durable at once has nothing to drop, and no
+        outage to fail a run on."""
 
     @abstractmethod
     def read(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:

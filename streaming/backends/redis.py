@@ -132,6 +132,12 @@ class RedisEventBackend(EventBackend):
     def flush(self, timeout: float | None = None) -> None:
         self._writer.flush(timeout)
 
+    def refusal(self, run_id: str) -> str | None:
+        return self._writer.refusal(run_id)
+
+    def drop_unwritten(self, run_id: str, reason: str) -> None:
+        self._writer.drop_run(run_id, reason)
+
     def close(self) -> None:
         self._writer.close()
         self.client.close()

@@ -6,6 +6,13 @@ run's stream under the id `0-<seq>` (so a retried batch cannot duplicate an even
 run's events and sets its stream's expiry. A thousand runs emitting a token each cost one call per
 hundred, not one each. During an outage the thread keeps the events and retries; `flush()`
 raises EventStoreUnavailable once the outage is older than the limit.
+
+A refusal that says Redis cannot write for now (OOM under maxmemory, READONLY after a failover,
+...) is an outage too: the events are kept and retried. Any other refusal (WRONGTYPE: the run's
+key is not a stream) is that run's alone, and retrying would hold every other run behind it: the
+run's events are dropped and refused from then on, and the run is told (`refusal(run_id)`,
+EventStoreUnavailable from its emits and its context's flush). A refused event is never counted
+as written.
 """
 
 from __future__ import annotations
@@ -18,8 +25,14 @@ import weakref
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -27,6 +40,7 @@ from streaming.constants import (
     EVENT_FIELD,
     EVENTS_CHANNEL,
     EVENTS_KEY,
+    REFUSED_RUNS_KEPT,
     RETRY_BACKOFF_MAX_S,
     UNFINISHED_RUN_TTL_S,
     WRITE_BATCH_BYTES,
@@ -41,6 +55,19 @@ from streaming.lua_scripts import EVENTS_LIBRARY, build_script, read_lua
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Refusals that say Redis cannot write for now, not that the run's key is wrong: an outage. Error
+# codes as Redis sends them (in a script's answer), and redis-py's classes, which drop the code.
+RETRIED_REFUSALS = ("OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS",
+                    "TRYAGAIN", "CLUSTERDOWN")
+RETRIED_ERRORS = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError,
+                  NoScriptError)  # NOSCRIPT even after loading it: the next attempt loads it again
+
+
+def refused_for_now(error: str | Exception) -> bool:
+    """Whether a refusal is retried like an outage (else it is the run's own, for good)."""
+    return isinstance(error, RETRIED_ERRORS) or str(error).startswith(RETRIED_REFUSALS)
+
 
 # KEYS and ARGV: per run, its stream and record, and five arguments; see streaming/scripts/append.lua.
 APPEND_SCRIPT = build_script([EVENTS_LIBRARY, read_lua("streaming", "append.lua")],
@@ -96,9 +123,12 @@ class EventWriter:
         self._cond = threading.Condition(threading.Lock())
         self._buffer: list[Event] = []  # waiting; emitters append, the thread takes the front
         self._inflight: list[Event] = []  # taken by the thread, kept until written
+        self._writing = False  # the thread is writing `_inflight`: only it may change that list
         self._enqueued = 0
-        self._written = 0
+        self._settled = 0  # events written, or dropped with their run refused (never silently)
+        self._refused: dict[str, str] = {}  # run -> why its events are refused, oldest first
         self._outage_since: float | None = None
+        self._outage_error = ""
         self._closing = False
         self._thread: threading.Thread | None = None
         _writers.add(self)
@@ -111,7 +141,11 @@ class EventWriter:
                     target=self._write_forever, name="runcast-event-writer", daemon=True
                 )
                 self._thread.start()
-            while len(self._buffer) + len(self._inflight) >= self.buffer_events:
+            while True:
+                if self._refused and event.run_id in self._refused:
+                    raise EventStoreUnavailable(self._refused[event.run_id])
+                if len(self._buffer) + len(self._inflight) < self.buffer_events:
+                    break
                 self._raise_if_outage_too_long()  # backpressure, not loss
                 self._cond.wait(0.5)
             self._buffer.append(event)
@@ -123,7 +157,7 @@ class EventWriter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._enqueued
-            while self._written < target:
+            while self._settled < target:
                 self._raise_if_outage_too_long()
                 wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
                 if wait <= 0:
@@ -136,12 +170,44 @@ class EventWriter:
             pending = self._inflight + self._buffer
         return max((e.seq for e in pending if e.run_id == run_id), default=0)
 
+    def refusal(self, run_id: str) -> str | None:
+        """Why the run's events are refused (some were lost), None while they are taken."""
+        return self._refused.get(run_id)
+
+    def drop_run(self, run_id: str, reason: str) -> None:
+        """Drop the run's events not written yet and refuse its later ones (with `reason`).
+
+        For a run being failed because its events could not be written: its terminal event is
+        then numbered after what is in Redis and stays last. A write of the run's events under
+        way is waited for (it lands before the terminal event, or is retried without them).
+        """
+        with self._cond:
+            self._refused[run_id] = reason  # first: its emits waiting for room give up now
+            self._cond.notify_all()
+            while (self._writing and any(e.run_id == run_id for e in self._inflight)
+                   and self._thread is not None and self._thread.is_alive()):
+                self._cond.wait(0.5)
+            self._refuse(run_id, reason)
+
+    def _refuse(self, run_id: str, reason: str) -> None:
+        """(Holding the lock, the thread not writing.) Remember the run as refused and settle
+        its waiting events: a flush of other runs does not wait for them."""
+        self._refused[run_id] = reason
+        while len(self._refused) > REFUSED_RUNS_KEPT:
+            del self._refused[next(iter(self._refused))]
+        for name in ("_buffer", "_inflight"):
+            events = getattr(self, name)
+            kept = [e for e in events if e.run_id != run_id]
+            if len(kept) < len(events):  # else untouched: a batch being written stays that list
+                self._settled += len(events) - len(kept)
+                setattr(self, name, kept)
+
     def _raise_if_outage_too_long(self) -> None:
         since = self._outage_since
         if since is not None and time.monotonic() - since > self.outage_limit_s:
             raise EventStoreUnavailable(
-                f"the event store at {self.url.split('@')[-1]} has been unreachable for more "
-                f"than {self.outage_limit_s:g} s"
+                f"the event store at {self.url.split('@')[-1]} has taken no events for more "
+                f"than {self.outage_limit_s:g} s ({self._outage_error})"
             )
 
     def close(self) -> None:
@@ -165,6 +231,7 @@ class EventWriter:
                 self._inflight = self._buffer[:WRITE_BATCH_EVENTS]
                 del self._buffer[:WRITE_BATCH_EVENTS]
             batch = self._inflight
+            self._writing = True
         size = 0
         for i, event in enumerate(batch):  # outside the lock: emits go on meanwhile
             size += len(event.to_json())
@@ -179,28 +246,37 @@ class EventWriter:
         backoff = 0.01
         while (batch := self._next_batch()) is not None:
             try:
-                self._write(batch)
+                refused, retry = self._write(batch)
             except TRANSIENT_ERRORS as exc:
-                with self._cond:
-                    if self._outage_since is None:
-                        self._outage_since = time.monotonic()
-                        log.warning("event store unreachable (%s); holding events", exc)
-                    self._cond.notify_all()
+                refused, retry = {}, f"unreachable: {exc}"
+            except Exception as exc:  # never let the writer die; the runs are told
+                log.exception("event write failed")
+                refused = dict.fromkeys({e.run_id for e in batch}, f"event write failed: {exc}")
+                retry = None
+            with self._cond:
+                self._writing = False
+                for run_id, reason in refused.items():
+                    self._refuse(run_id, reason)
+                if retry is None:  # written (or refused for good): the batch is done
+                    self._settled += len(self._inflight)
+                    self._inflight = []
+                    if self._outage_since is not None:
+                        log.warning("event store writable again")
+                        self._outage_since = None
+                elif self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    log.warning("event store not writable (%s); holding events", retry)
+                if retry is not None:
+                    self._outage_error = retry
+                self._cond.notify_all()
+            if retry is None:
+                backoff = 0.01
+            else:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-                continue
-            except Exception:  # never let the writer die
-                log.exception("dropping %d events that Redis refused", len(batch))
-            backoff = 0.01
-            with self._cond:
-                self._inflight = []
-                self._written += len(batch)
-                if self._outage_since is not None:
-                    log.warning("event store reachable again")
-                    self._outage_since = None
-                self._cond.notify_all()
 
-    def _write(self, batch: list[Event]) -> None:
+    def _write(self, batch: list[Event]) -> tuple[dict[str, str], str | None]:
+        """Write the batch: (runs refused for good -> why, a refusal to retry the batch on)."""
         by_run: dict[str, list[Event]] = {}
         for event in batch:
             by_run.setdefault(event.run_id, []).append(event)
@@ -210,15 +286,24 @@ class EventWriter:
         if any(isinstance(r, NoScriptError) for r in results):  # a restarted or flushed Redis
             self._client.script_load(APPEND_SCRIPT)
             results = self._execute(calls)
-        for result in results:
+        refused: dict[str, str] = {}
+        retry = None
+        for group, result in zip(calls, results, strict=True):
             if isinstance(result, TRANSIENT_ERRORS):
                 raise result
-            if isinstance(result, Exception):
-                log.error("event write refused: %s", result)
-                continue
-            for refused in result[1::2]:  # per run: added, refused
-                if refused:
-                    log.error("event write refused: %s", refused.decode(errors="replace"))
+            if isinstance(result, Exception):  # the whole call: every run of it
+                reasons: list[tuple[str, str | Exception]] = [(r, result) for r, _ in group]
+            else:  # per run: added, refused
+                reasons = [(run_id, r.decode(errors="replace"))
+                           for (run_id, _), r in zip(group, result[1::2], strict=True) if r]
+            for run_id, error in reasons:
+                text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+                if refused_for_now(error):
+                    retry = f"refused: {text}"
+                else:
+                    log.error("event write refused for run %s: %s", run_id, text)
+                    refused[run_id] = f"the event store refused events of run {run_id}: {text}"
+        return refused, retry
 
     def _execute(self, calls: list[list[tuple[str, list[Event]]]]) -> list:
         """One script call per group of runs, all in one pipeline."""

@@ -10,15 +10,18 @@ local function last_event_seq(stream)
 end
 
 -- Append `envelopes[i]` as event `seqs[i]`. An id at or below the stream's last one is a retried
--- event: skipped. Returns how many were added, and the first other refusal (or false).
+-- event: skipped. Any other refusal stops the append there: an event added after a refused one
+-- would make the refused one a "retried event" when the batch is tried again (a gap for good).
+-- Returns how many were added, and the refusal (or false).
 local function append_events(stream, channel, maxlen, ttl, seqs, envelopes)
   local added, refused = {}, false
   for i = 1, #seqs do
     local ok = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '0-' .. seqs[i], EVENT_FIELD,
                            envelopes[i])
     if type(ok) == 'table' and ok.err then
-      if not refused and not string.find(ok.err, 'equal or smaller', 1, true) then
+      if not string.find(ok.err, 'equal or smaller', 1, true) then
         refused = ok.err
+        break
       end
     else
       added[#added + 1] = envelopes[i]
