@@ -208,7 +208,15 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt, task=None) -> dic
         fields["output"] = data["output"]
     elif status == "failed":
         fields["error"] = data
-    done = _finish(rt, run_id, status, envelope_parts(run_id, event_type, data), fields, attempt)
+    done = _finish(rt, run_id, status, envelope_parts(run_id, event_type, data), fields, attempt,
+                   cancel_wins=status != "cancelled")
+    if done.state == "cancel_requested":
+        # Cancelled (the API answered 202) while the handler was ending, before its notice came:
+        # the cancel wins, as the contract promises, whatever the handler did.
+        status, data = "cancelled", {"reason": done.run["cancel_reason"]}
+        fields = {"finished_at": fields["finished_at"]}
+        done = _finish(rt, run_id, status, envelope_parts(run_id, "cancelled", data), fields,
+                       attempt)
     if not done.ok:
         log.warning("run %s attempt %s not finished: %s (%s)", run_id, attempt, done.state,
                     done.status)
@@ -222,11 +230,11 @@ def _execute(spec, rt, side, watch, hostname, run_id, attempt, task=None) -> dic
 
 
 def _finish(rt, run_id: str, status: str, terminal: tuple[str, str], fields: dict[str, Any],
-            attempt: int):
+            attempt: int, cancel_wins: bool = False):
     """store.finish through an outage: a run whose handler has ended must not be left
     `running`, to be reaped and executed once more."""
     return _through_outage(run_id, "not finished yet", lambda: rt.store.finish(
-        run_id, status, terminal, fields, attempt=attempt))
+        run_id, status, terminal, fields, attempt=attempt, cancel_wins=cancel_wins))
 
 
 def _through_outage(run_id: str, what: str, call: Callable[[], Any]) -> Any:

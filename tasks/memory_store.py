@@ -133,7 +133,8 @@ class MemoryRunStore(MemoryBatches, RunStore):
             claimed = {name: run[name] for name in CLAIM_FIELDS if name in run}
             return Outcome("ok", "running", seq, dict(claimed, last_seq=seq))
 
-    def finish(self, run_id, status, terminal, fields, *, expect="running", attempt=None):
+    def finish(self, run_id, status, terminal, fields, *, expect="running", attempt=None,
+               cancel_wins=False):
         with self._changed:
             run = self._runs.get(run_id)
             if run is None:
@@ -144,6 +145,9 @@ class MemoryRunStore(MemoryBatches, RunStore):
                 return Outcome("status", run["status"])
             if attempt is not None and run["attempt"] != attempt:
                 return Outcome("fenced", run["status"])
+            if cancel_wins and run.get("cancel_requested"):
+                return Outcome("cancel_requested", run["status"],
+                               run={"cancel_reason": run.get("cancel_reason")})
             seq = self._add_event(run_id, terminal)
             old = run["status"]
             self._end(run_id, run, status, fields, seq)

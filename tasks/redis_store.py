@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -188,15 +189,19 @@ class RedisRunStore(RedisBatches, RunStore):
         seq = int(result[1])
         return Outcome("ok", "running", seq, decode_record(raw, seq))
 
-    def finish(self, run_id, status, terminal, fields, *, expect="running", attempt=None):
+    def finish(self, run_id, status, terminal, fields, *, expect="running", attempt=None,
+               cancel_wins=False):
         result = self._finish(
             keys=[run_key(run_id), events_key(run_id), RUNNING_KEY],
             args=[
                 expect, "" if attempt is None else str(attempt), status, events_channel(run_id),
-                self.max_events, self.ttl_s, terminal[0], terminal[1], run_id, *_pairs(fields),
+                self.max_events, self.ttl_s, terminal[0], terminal[1], run_id,
+                "1" if cancel_wins else "0", *_pairs(fields),
             ],
         )
         state = _s(result[0])
+        if state == "cancel_requested":
+            return Outcome(state, "running", run={"cancel_reason": json.loads(result[1])})
         if state != "ok":
             return Outcome(state, _s(result[1]))
         return Outcome("ok", status, int(result[1]))

@@ -176,8 +176,11 @@ class RunStore(ABC):
 
     @abstractmethod
     def finish(self, run_id: str, status: str, terminal: tuple[str, str], fields: dict[str, Any],
-               *, expect: str = "running", attempt: int | None = None) -> Outcome:
-        """Write the terminal event and status at once, unless the run already ended."""
+               *, expect: str = "running", attempt: int | None = None,
+               cancel_wins: bool = False) -> Outcome:
+        """Write the terminal event and status at once, unless the run already ended. With
+        `cancel_wins`, a run whose cancel was accepted is left as it is: 'cancel_requested', with
+        the cancel's reason as `run["cancel_reason"]` (the caller ends it cancelled)."""
 
     @abstractmethod
     def cancel(self, run_id: str, reason: str | None, cancelled: tuple[str, str],

@@ -82,3 +82,18 @@ def t_quiet(payload: dict, context: StreamContext) -> dict:
     context.sync_emit_progress(step="one", progress=0.5, message="half")
     context.sync_emit_token("hi ", "stop")
     return {"ok": True}
+
+
+@agent("t_cancelled_as_it_returns", queue="extra",
+       description="Flags its own run as a cancel does, then returns before any notice")
+def t_cancelled_as_it_returns(payload: dict, context: StreamContext) -> dict:
+    """What a cancel that lands as the handler returns leaves behind: the record flagged (the
+    API has answered 202), the notice to the worker not there yet."""
+    import json
+
+    from tasks.celeryapp import runtime
+    from tasks.redis_store import run_key
+
+    runtime().redis.hset(run_key(context.run_id), mapping={
+        "cancel_requested": "true", "cancel_reason": json.dumps(payload.get("reason"))})
+    return {"finished": True}

@@ -92,6 +92,17 @@ def test_a_cancelled_queued_run_never_runs_when_its_message_arrives(runcast, ext
 
 # -- running ---------------------------------------------------------------------------------------
 
+def test_a_cancel_accepted_as_the_handler_returns_still_ends_the_run_cancelled(runcast,
+                                                                              extra_worker):
+    """DESIGN: a cancelled running run ends `cancelled`. The cancel's 202 came after the record
+    was flagged; the handler returned before the worker heard of it: the cancel still wins."""
+    run_id = runcast.submit("t_cancelled_as_it_returns", {"reason": "too late?"})
+    run, events = finish(runcast, run_id)  # checks the log too
+    assert run["status"] == "cancelled" and run["output"] is None, run
+    assert [(e.type, e.data) for e in events] == [
+        ("started", events[0].data), ("cancelled", {"reason": "too late?"})]
+
+
 def test_cancel_a_running_cooperative_run(runcast, worker):
     run_id = runcast.submit("sleep", {"seconds": 60})
     wait_running(runcast, run_id)

@@ -174,6 +174,25 @@ def test_finish_is_fenced_by_status_and_attempt(store):
     assert finish(store, "no-such-run").state == "missing"
 
 
+def test_a_cancel_accepted_before_the_finish_wins_it(parts):
+    """The API answered 202 to a cancel of a running run whose handler then returned before the
+    notice reached it: a finish with `cancel_wins` writes nothing and hands back the reason."""
+    store, events = parts
+    run_id = queued(store)
+    claim(store, run_id)
+    assert cancel(store, run_id, "user said stop").state == "requested"
+    lost = finish(store, run_id, attempt=1, cancel_wins=True)
+    assert (lost.state, lost.status) == ("cancel_requested", "running")
+    assert lost.run == {"cancel_reason": "user said stop"}
+    assert store.get(run_id)["status"] == "running"
+    assert [e.type for e in events.read(run_id)] == ["started"]
+    assert finish(store, run_id, "cancelled", attempt=1).ok
+    assert [e.type for e in events.read(run_id)] == ["started", "cancelled"]
+    other = queued(store)  # no cancel: cancel_wins changes nothing
+    claim(store, other)
+    assert finish(store, other, attempt=1, cancel_wins=True).ok
+
+
 # -- cancel -----------------------------------------------------------------------------------
 def test_cancel_a_queued_run_ends_it_at_once(parts):
     store, events = parts
