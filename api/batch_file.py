@@ -1,12 +1,15 @@
 """`runcast batch FILE.jsonl --agent NAME --out results.jsonl`, resumable.
 
-The lines still to do go to the server as batches (`POST /batches`, up to 10,000 runs each). A
-live bar follows the batch stream (`GET /batches/{id}/stream`, not polling), and the results come
+The lines still to do go to the server as batches (`POST /batches`, up to 10,000 runs each, and
+each request's body within the API's cap, RUNCAST_MAX_INPUT_BYTES, read from the same settings the
+API reads: 1 MiB unless set). A line whose run alone would not fit is an error before anything is
+submitted. A live bar follows the batch stream (`GET /batches/{id}/stream`, not polling), and the results come
 from the results route in submit order: as soon as the runs of the next lines have ended, their
 results are appended to the output file, one line per input line.
 
 Resuming: the batch being worked on is noted next to the output file (`<out>.batch`), keyed by
-the agent, the files and the lines it holds. Running the command again skips the lines whose
+the agent, the files and the lines it holds; the split into batches depends on the file and the
+cap alone, so a second run finds the same batches. Running the command again skips the lines whose
 results are already written and goes on with the noted batch instead of submitting its runs again.
 """
 
@@ -24,6 +27,7 @@ from rich.progress import Progress
 from api.client import Client
 from api.client_errors import NotFound
 from api.constants import MAX_BATCH_RUNS
+from tasks.settings import Settings
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 WRITE_EVERY_S = 0.2  # results are fetched at most this often while a batch runs (and at its end)
@@ -39,6 +43,40 @@ def read_inputs(path: Path) -> list[tuple[int, str, object]]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
     return inputs
+
+
+def request_cap() -> int:
+    """The request body cap as the API reads it from the environment (RUNCAST_MAX_INPUT_BYTES,
+    1 MiB unless set): what this machine's `runcast api` refuses above."""
+    return Settings().max_input_bytes
+
+
+def _size(value: object) -> int:
+    """Bytes of `value` in a request body, at most: the client sends compact UTF-8 JSON, never
+    longer than Python's default encoding measured here (wider separators, ASCII escapes)."""
+    return len(json.dumps(value))
+
+
+def split(path: Path, inputs: list[tuple[int, str, object]], agent: str,
+          cap: int) -> list[tuple[int, int]]:
+    """The batches the lines go in, as (start, stop) indexes: in file order, each at most
+    MAX_BATCH_RUNS runs and a request body (`{"runs": [...], "metadata": {}}`) of at most `cap`
+    bytes."""
+    empty = _size({"runs": [], "metadata": {}})
+    bounds: list[tuple[int, int]] = []
+    start, size = 0, empty
+    for index, (number, _line, payload) in enumerate(inputs):
+        run = _size({"agent": agent, "input": payload}) + 2  # and the ", " before it
+        if empty + run > cap:
+            raise ValueError(f"{path}:{number}: this line's run alone makes a request body "
+                             f"larger than the limit of {cap} bytes (RUNCAST_MAX_INPUT_BYTES)")
+        if index - start == MAX_BATCH_RUNS or size + run > cap:
+            bounds.append((start, index))
+            start, size = index, empty
+        size += run
+    if start < len(inputs):
+        bounds.append((start, len(inputs)))
+    return bounds
 
 
 def done_count(out: Path) -> int:
@@ -80,12 +118,13 @@ def noted_batch(out: Path, key: str) -> str | None:
 def run_batch(client: Client, path: Path, agent: str, out: Path, console: Console) -> int:
     """Returns how many runs did not succeed."""
     inputs = read_inputs(path)
+    bounds = split(path, inputs, agent, request_cap())  # fixed per file and cap
     failures = 0
     with Progress(console=console) as progress:
         bar = progress.add_task(f"{agent} × {len(inputs)}", total=len(inputs))
         while (written := done_count(out)) < len(inputs):
-            first = written // MAX_BATCH_RUNS * MAX_BATCH_RUNS  # chunks are fixed per file
-            chunk = inputs[first : first + MAX_BATCH_RUNS]
+            first, stop = next(b for b in bounds if b[0] <= written < b[1])
+            chunk = inputs[first:stop]
             key = chunk_key(agent, path, out, chunk)
             batch_id = noted_batch(out, key)
             if batch_id is not None:

@@ -3,6 +3,10 @@
 Redis: the cursor is claimed by a Lua script (tasks/lua.py DISPATCH_CHUNK) and the log is
 appended by the scripts that change a run's status (tasks/lua.py BATCH_LOG). Memory: the same,
 under the store's lock.
+
+A batch whose runs go to several queues is dispatched in lanes, one per queue, each by a worker
+of that queue (tasks.dispatch): a queue no worker consumes then holds back only its own runs.
+The memory store has a single lane: embedded mode sends every message within the request.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from streaming.constants import (
 )
 from streaming.events import dumps
 from streaming.lua_scripts import build_script, read_lua
+from tasks.constants import STALLED_DISPATCHES_READ
+from tasks.lua import DISPATCH_STATE
 from tasks.metrics import count_submitted
 
 BATCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -41,13 +47,26 @@ def _json(value: bytes | str | None) -> Any:
 
 
 def batch_fields(batch_id: str, total: int, created_at: str, metadata: dict,
-                 queue: str = "default") -> dict[str, Any]:
+                 queues: dict[str, int] | None = None) -> dict[str, Any]:
     """A new batch's hash: the contract's fields, the dispatch cursor and the queue its dispatch
     task goes to, the log's seq and the count of runs per status (`n:<status>`), all queued at
-    first."""
-    return {"batch_id": batch_id, "total": total, "created_at": created_at, "metadata": metadata,
-            "finished_at": None, "dispatched": 0, "dispatch_queue": queue, "log_seq": 0,
-            "n:queued": total}
+    first. `queues`: how many runs go to each queue, in the order of their first run; a batch on
+    several has a lane per queue (`dispatch_queues`; `total@`, `dispatched@`, `n:queued@` each)."""
+    queues = queues or {"default": total}
+    fields = {"batch_id": batch_id, "total": total, "created_at": created_at,
+              "metadata": metadata, "finished_at": None, "dispatched": 0,
+              "dispatch_queue": next(iter(queues)), "log_seq": 0, "n:queued": total}
+    if len(queues) > 1:
+        fields["dispatch_queues"] = list(queues)
+        for queue, count in queues.items():
+            fields.update({f"total@{queue}": count, f"dispatched@{queue}": 0,
+                           f"n:queued@{queue}": count})
+    return fields
+
+
+def lane_key(batch_id: str, queue: str) -> str:
+    """The run ids of the batch that go to `queue`, in submit order (a batch on several queues)."""
+    return f"{BATCH_RUNS_KEY.format(batch_id=batch_id)}@{queue}"
 
 
 def result_of(index: int, run_id: str, status: str | None, output: Any, error: Any) -> dict:
@@ -68,6 +87,11 @@ class RedisBatches:
     _dispatch_chunk: Any
     _cancel: Any
 
+    def _lanes(self, batch_id: str) -> list[str]:
+        """The queues of a batch dispatched in lanes (none: one queue, or no batch)."""
+        return _json(self.client.hget(BATCH_KEY.format(batch_id=batch_id),
+                                      "dispatch_queues")) or []
+
     def cancel_many(self, run_ids: list[str], reason: str | None,
                     cancelled: dict[str, tuple[str, str]], finished_at: str) -> None:
         """store.cancel of each run (tasks/lua.py CANCEL), pipelined a thousand at a time."""
@@ -86,8 +110,9 @@ class RedisBatches:
 
     def forget_batch(self, batch_id: str) -> None:
         """Remove a batch that could not be dispatched (its runs go with store.delete)."""
+        lanes = [lane_key(batch_id, queue) for queue in self._lanes(batch_id)]
         self.client.delete(BATCH_KEY.format(batch_id=batch_id),
-                           BATCH_RUNS_KEY.format(batch_id=batch_id))
+                           BATCH_RUNS_KEY.format(batch_id=batch_id), *lanes)
         self.client.zrem(DISPATCHING_KEY, batch_id)
 
     def create_batch(self, records: list[dict[str, str]], batch: dict[str, Any]) -> None:
@@ -113,34 +138,76 @@ class RedisBatches:
                          *map(dumps, own[start : start + CREATE_CHUNK])],
                    client=pipe)
         pipe.expire(runs_key, ttl)
+        if "dispatch_queues" in batch:
+            _push_lanes(pipe, batch_id, records, ttl)
         count_submitted(pipe, records)
         pipe.execute()
 
-    def dispatch_chunk(self, batch_id: str, size: int, now: float,
-                       ahead: int | None = None) -> tuple[int, int, list | None]:
-        batch = BATCH_KEY.format(batch_id=batch_id)
-        out = self._dispatch_chunk(keys=[batch, BATCH_RUNS_KEY.format(batch_id=batch_id),
-                                         QUEUED_KEY], args=[size, now, ahead or 2**31])
-        cursor = int(_s(out[0]))
-        if len(out) == 2:  # 'wait': `ahead` sent messages still wait
-            return cursor, int(_s(self.client.hget(batch, "total")) or 0), None
+    def dispatch_chunk(self, batch_id: str, size: int, now: float, ahead: int | None = None,
+                       queue: str | None = None) -> tuple[int, int, list | None]:
+        out = self._dispatch_chunk(
+            keys=[BATCH_KEY.format(batch_id=batch_id), BATCH_RUNS_KEY.format(batch_id=batch_id),
+                  QUEUED_KEY, lane_key(batch_id, queue or "")],
+            args=[size, now, ahead or 2**31, queue or ""])
+        cursor, total = int(_s(out[0])), int(_s(out[1]))
+        if len(out) == 3:  # 'wait': `ahead` sent messages still wait
+            return cursor, total, None
         runs = [(_s(out[i]), _json(out[i + 1]), _json(out[i + 2]), _s(out[i + 3]))
-                for i in range(1, len(out), 4)]
-        total = int(_s(self.client.hget(batch, "total")) or 0)
+                for i in range(2, len(out), 4)]
         return cursor, total, runs
 
-    def dispatch_waiting(self, batch_id: str) -> int:
-        """How many of the batch's sent messages still wait (their runs queued): the runs
-        queued less those the dispatch has not reached."""
-        queued, total, dispatched = self.client.hmget(BATCH_KEY.format(batch_id=batch_id),
-                                                      "n:queued", "total", "dispatched")
+    def dispatch_waiting(self, batch_id: str, queue: str | None = None) -> int:
+        """How many of the batch's (or its lane's) sent messages still wait (their runs queued):
+        the runs queued less those the dispatch has not reached."""
+        key = BATCH_KEY.format(batch_id=batch_id)
+        lane = f"@{queue}" if queue and self.client.hexists(key, f"total@{queue}") else ""
+        queued, total, dispatched = self.client.hmget(
+            key, f"n:queued{lane}", f"total{lane}", f"dispatched{lane}")
         return int(_s(queued) or 0) - (int(_s(total) or 0) - int(_s(dispatched) or 0))
 
+    def dispatch_lanes(self, batch_id: str) -> list[str]:
+        """The queues whose dispatch of the batch has runs left to send."""
+        key = BATCH_KEY.format(batch_id=batch_id)
+        total, dispatched, queue = self.client.hmget(key, "total", "dispatched", "dispatch_queue")
+        if total is None or int(_s(dispatched) or 0) >= int(_s(total)):
+            return []
+        lanes = self._lanes(batch_id)
+        if not lanes:
+            return [_json(queue) or "default"]
+        values = self.client.hmget(key, *[f"{f}@{q}" for q in lanes
+                                          for f in ("total", "dispatched")])
+        return [q for i, q in enumerate(lanes)
+                if int(_s(values[2 * i + 1]) or 0) < int(_s(values[2 * i]) or 0)]
+
     def stop_dispatch(self, batch_id: str) -> None:
-        batch = BATCH_KEY.format(batch_id=batch_id)
-        total = self.client.hget(batch, "total")
-        if total is not None:
-            self.client.hset(batch, "dispatched", total)
+        """Every cursor to its end (no claim sends more) and out of the dispatching set, at once."""
+        key = BATCH_KEY.format(batch_id=batch_id)
+        lanes = self._lanes(batch_id)
+        fields = ["total", *[f"total@{q}" for q in lanes]]
+        totals = self.client.hmget(key, *fields)
+        pipe = self.client.pipeline(transaction=True)
+        if totals[0] is not None:
+            pipe.hset(key, mapping={f.replace("total", "dispatched", 1): t
+                                    for f, t in zip(fields, totals, strict=True)})
+        if lanes:
+            pipe.delete(*[lane_key(batch_id, q) for q in lanes])
+        pipe.zrem(DISPATCHING_KEY, batch_id)
+        pipe.execute()
+
+    def dispatch_pending(self, batch_id: str, stale_at: float) -> bool:
+        script = self.__dict__.get("_dispatch_state")
+        if script is None:
+            script = self.__dict__["_dispatch_state"] = self.client.register_script(
+                DISPATCH_STATE)
+        return bool(script(keys=[BATCH_KEY.format(batch_id=batch_id), DISPATCHING_KEY],
+                           args=[batch_id, "" if stale_at is None else stale_at]))
+
+    def dispatch_done(self, batch_id: str) -> None:
+        self.dispatch_pending(batch_id, None)
+
+    def stalled_dispatches(self, now: float) -> list[str]:
+        return [_s(m) for m in self.client.zrangebyscore(DISPATCHING_KEY, "-inf", now, start=0,
+                                                           num=STALLED_DISPATCHES_READ)]
 
     def batch_frames(self, batch_id: str, after: int, limit: int) -> list[dict[str, Any]]:
         entries = self.client.xrange(BATCH_EVENTS_KEY.format(batch_id=batch_id), f"(0-{after}",
@@ -156,6 +223,18 @@ class RedisBatches:
         return [result_of(start + i, run_id, _s(status), _json(output), _json(error))
                 for i, (run_id, (status, output, error)) in enumerate(
                     zip(ids, pipe.execute() if ids else [], strict=True))]
+
+
+def _push_lanes(pipe: Any, batch_id: str, records: list[dict[str, str]], ttl: int) -> None:
+    """Each queue's run ids of a batch on several queues, in submit order (its lanes)."""
+    lanes: dict[str, list[str]] = {}
+    for record in records:
+        lanes.setdefault(record["queue"], []).append(_s(record["run_id"]).strip('"'))
+    for queue, ids in lanes.items():
+        key = lane_key(batch_id, json.loads(queue))
+        for start in range(0, len(ids), CREATE_CHUNK):
+            pipe.rpush(key, *ids[start : start + CREATE_CHUNK])
+        pipe.expire(key, ttl)
 
 
 class MemoryBatches:
@@ -202,8 +281,8 @@ class MemoryBatches:
             self._batches.pop(batch_id, None)
             self._batch_runs.pop(batch_id, None)
 
-    def dispatch_chunk(self, batch_id: str, size: int, now: float,
-                       ahead: int | None = None) -> tuple[int, int, list | None]:
+    def dispatch_chunk(self, batch_id: str, size: int, now: float, ahead: int | None = None,
+                       queue: str | None = None) -> tuple[int, int, list | None]:
         with self._changed:
             batch = self._batches.get(batch_id)
             if batch is None:
@@ -221,7 +300,7 @@ class MemoryBatches:
                     runs.append((run_id, run["agent"], run.get("queue"), dumps(run["input"])))
             return batch["dispatched"], batch["total"], runs
 
-    def dispatch_waiting(self, batch_id: str) -> int:
+    def dispatch_waiting(self, batch_id: str, queue: str | None = None) -> int:
         with self._changed:
             batch = self._batches.get(batch_id)
             if batch is None:

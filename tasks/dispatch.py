@@ -18,14 +18,24 @@ A worker that dies mid-dispatch loses nothing:
   reaper resumes any batch whose dispatch made no progress for BATCH_DISPATCH_STALE_S (its
   message lost too); the cursor is claimed atomically, so two dispatchers never send one chunk.
 
-Cancelling a batch moves its cursor to the end first (tasks.service.cancel_batch), so no more of
-its messages go out, and then cancels its queued runs.
+A batch whose runs go to several queues is dispatched in lanes, one per queue: the lane's
+dispatch task goes to that queue and sends that queue's runs only (in submit order). A worker that
+takes it consumes the queue, so a queue no worker consumes holds back its own runs alone, never
+those of the other queues (the dispatch needs no agent's code: tasks.broker.enqueue sends by name).
+Each lane's dispatch message has one task id (dispatch_task_id), so the reaper sends a lane's
+dispatch again only when its message is nowhere in the broker: one waiting on a queue no worker
+consumes is left alone, not joined by another each minute.
+
+Cancelling a batch moves its cursors to the end first (tasks.service.cancel_batch), so no more of
+its messages go out, takes it out of the dispatching set (never resumed), and then cancels its
+queued runs.
 
 Embedded mode (memory://) sends the messages directly, within the request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -51,28 +61,39 @@ log = logging.getLogger(__name__)
 DISPATCH_TASK = "runcast.dispatch_batch"
 
 
-def start_dispatch(rt: Runtime, batch_id: str, queue: str | None = None) -> None:
-    """Called once the batch is stored: hand its dispatch to the workers (embedded: do it)."""
+def start_dispatch(rt: Runtime, batch_id: str, queues: list[str] | None = None) -> None:
+    """Called once the batch is stored: hand its dispatch to the workers, one task to each of
+    its `queues` (embedded: do it)."""
     if rt.settings.embedded:
         dispatch(rt, batch_id, budget_s=None)
         return
     rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
-    _send(rt, batch_id, queue)
+    for queue in queues or ["default"]:
+        _send(rt, batch_id, queue)
+
+
+def dispatch_task_id(batch_id: str, queue: str | None) -> str:
+    """The task id of every dispatch message of the batch's lane on `queue`: the reaper finds
+    it in the broker by this id (tasks.lost), so it sends no second one while one waits."""
+    digest = hashlib.sha1((queue or "default").encode()).hexdigest()[:12]
+    return f"{batch_id}-dispatch-{digest}"
 
 
 def _send(rt: Runtime, batch_id: str, queue: str | None, countdown: float | None = None,
           producer=None) -> None:
     try:
         rt.app.send_task(DISPATCH_TASK, args=[batch_id, queue], queue=queue or "default",
-                         countdown=countdown, producer=producer)
+                         task_id=dispatch_task_id(batch_id, queue), countdown=countdown,
+                         producer=producer)
     except Exception as exc:
         raise BrokerUnavailable(f"the broker did not take the batch: {exc}") from exc
 
 
 def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH_BUDGET_S,
              queue: str | None = None) -> int:
-    """Send chunks of the batch's messages until all are sent or `budget_s` is spent (then
-    the task is sent again for the rest). Returns how many messages were sent.
+    """Send chunks of the batch's messages (those of its lane on `queue`, if it has lanes)
+    until all are sent or `budget_s` is spent (then the task is sent again for the rest).
+    Returns how many messages were sent.
 
     The task sends itself again once BATCH_DISPATCH_AHEAD / 2 of the batch's messages wait,
     between the chunks: the next dispatch is taken from the queue while the messages sent after
@@ -86,7 +107,7 @@ def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH
         while True:
             cursor, total, runs = rt.store.dispatch_chunk(
                 batch_id, BATCH_DISPATCH_CHUNK, time.time(),
-                None if budget_s is None else BATCH_DISPATCH_AHEAD)
+                None if budget_s is None else BATCH_DISPATCH_AHEAD, queue)
             if runs is None:  # enough of its messages wait: come back behind them
                 if not followed:
                     rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
@@ -99,12 +120,12 @@ def dispatch(rt: Runtime, batch_id: str, budget_s: float | None = BATCH_DISPATCH
                                input_json=input_json)
             sent += len(runs)
             if cursor >= total:
-                rt.store.dispatch_done(batch_id)
+                rt.store.dispatch_done(batch_id)  # leaves the set once every lane is done
                 return sent
             rt.store.dispatch_pending(batch_id, time.time() + BATCH_DISPATCH_STALE_S)
             if until is None:
                 continue
-            if not followed and rt.store.dispatch_waiting(batch_id) >= BATCH_DISPATCH_AHEAD // 2:
+            if not followed and rt.store.dispatch_waiting(batch_id, queue) >= BATCH_DISPATCH_AHEAD // 2:
                 _send(rt, batch_id, queue, producer=producer)  # amid the batch's messages
                 followed = True
             if time.monotonic() >= until:
@@ -122,16 +143,29 @@ def register_dispatch_task(app: Celery, runtime: Callable[[], Runtime]) -> None:
         return dispatch(runtime(), batch_id, queue=queue)
 
 
-def resume_stalled(rt: Runtime, now: float) -> list[str]:
-    """The reaper's safety net: batches whose dispatch made no progress lately get a new
-    dispatch task (its earlier message was lost); returns their ids."""
-    stalled = rt.store.stalled_dispatches(now)
-    for batch_id in stalled:
-        log.warning("the dispatch of batch %s made no progress; resuming it", batch_id)
-        rt.store.dispatch_pending(batch_id, now + BATCH_DISPATCH_STALE_S)
-        batch = rt.store.batch(batch_id)
-        if batch is None:  # expired
-            rt.store.dispatch_done(batch_id)
-            continue
-        _send(rt, batch_id, batch.get("dispatch_queue"))
-    return stalled
+Waiting = Callable[[str, list[str]], "set[str] | None"]
+
+
+def resume_stalled(rt: Runtime, now: float, waiting: Waiting | None = None) -> list[str]:
+    """The reaper's safety net: each lane of a batch whose dispatch made no progress lately gets
+    a new dispatch task if its earlier message was lost. `waiting(queue, task_ids)` tells which
+    of those messages are still in the broker (tasks.lost; None: it cannot look, so each is sent
+    again). A batch gone, wholly sent or cancelled leaves the dispatching set instead. Returns
+    the ids of the batches resumed."""
+    resumed = []
+    for batch_id in rt.store.stalled_dispatches(now):
+        if not rt.store.dispatch_pending(batch_id, now + BATCH_DISPATCH_STALE_S):
+            continue  # nothing left to send: out of the set
+        lost = []
+        for queue in rt.store.dispatch_lanes(batch_id):
+            task_id = dispatch_task_id(batch_id, queue)
+            found = waiting(queue, [task_id]) if waiting is not None else None
+            if found is None or task_id not in found:
+                lost.append(queue)
+        if lost:
+            log.warning("the dispatch of batch %s made no progress; resuming it on %s",
+                        batch_id, ", ".join(lost))
+            for queue in lost:
+                _send(rt, batch_id, queue)
+            resumed.append(batch_id)
+    return resumed

@@ -83,10 +83,22 @@ class LostMessages:
                     input_json=json.dumps(run.get("input")))
         return [run["run_id"] for run in lost]
 
+    def waiting(self, queue: str, task_ids: list[str]) -> set[str] | None:
+        """Which of `task_ids` a message on `queue` (or unacknowledged) has: the reaper resends
+        a stalled batch dispatch only when its message is not there (tasks.dispatch). None: the
+        broker is not Redis, nothing to look at."""
+        if self._find is None:
+            return None
+        return {_s(r) for r in self._find(keys=self._queue_keys([queue]), args=task_ids)}
+
     @staticmethod
     def _keys(runs: list[dict]) -> list[str]:
+        return LostMessages._queue_keys({run.get("queue") or "default" for run in runs})
+
+    @staticmethod
+    def _queue_keys(queues) -> list[str]:
         from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-        queues = sorted({run.get("queue") or "default" for run in runs})
+        queues = sorted(queues)
         keys = [q if not p else f"{q}{Channel.sep}{p}" for q in queues for p in PRIORITY_STEPS]
         return [*keys, Channel.unacked_key]

@@ -247,6 +247,9 @@ class MemoryRunStore(MemoryBatches, RunStore):
     def stalled_dispatches(self, now):
         return []
 
+    def dispatch_lanes(self, batch_id):
+        return []
+
 
 def embedded_parts(settings: Settings) -> tuple[MemoryEventBackend, MemoryRunStore]:
     events = MemoryEventBackend()

@@ -49,7 +49,7 @@ class Reaper(Loop):
         rt.store.expire_index(now - UNFINISHED_RUN_TTL_S - rt.settings.run_ttl)
         rt.store.prune_index(now - rt.settings.run_ttl)
         self.lost.sweep(now)  # queued runs whose broker message was lost
-        resume_stalled(rt, now)  # batches whose dispatch stopped (tasks.dispatch)
+        resume_stalled(rt, now, self.lost.waiting)  # batches whose dispatch stopped
 
 
 def reap_one(rt: Runtime, run_id: str, now: float) -> None:

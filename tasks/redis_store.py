@@ -15,7 +15,6 @@ from streaming.constants import (
     BATCH_KEY,
     BATCH_RUNS_KEY,
     CANCEL_CHANNEL,
-    DISPATCHING_KEY,
     IDEMPOTENCY_KEY,
     METRICS_WEBHOOK_DELIVERIES_KEY,
     QUEUED_KEY,
@@ -30,7 +29,7 @@ from streaming.events import dumps
 from tasks import lua
 from tasks.batch_store import RedisBatches
 from tasks.cancel_listener import CancelSubscriber
-from tasks.constants import MAX_IDLE_PUBSUBS, STALLED_DISPATCHES_READ
+from tasks.constants import MAX_IDLE_PUBSUBS
 from tasks.errors import RunNotFound
 from tasks.metrics import MetricsSnapshot, count_submitted, read_redis_metrics
 from tasks.store import CLAIM_FIELDS, TERMINAL, Outcome, RunStore, decode_record, public
@@ -346,15 +345,7 @@ class RedisRunStore(RedisBatches, RunStore):
     def record_webhook_delivery(self, outcome: str) -> None:
         self.client.hincrby(METRICS_WEBHOOK_DELIVERIES_KEY, outcome, 1)
 
-    def dispatch_pending(self, batch_id: str, stale_at: float) -> None:
-        self.client.zadd(DISPATCHING_KEY, {batch_id: stale_at})
-
-    def dispatch_done(self, batch_id: str) -> None:
-        self.client.zrem(DISPATCHING_KEY, batch_id)
-
-    def stalled_dispatches(self, now: float) -> list[str]:
-        return [_s(m) for m in self.client.zrangebyscore(DISPATCHING_KEY, "-inf", now, start=0,
-                                                           num=STALLED_DISPATCHES_READ)]
+    # dispatch_pending, dispatch_done, stalled_dispatches: tasks.batch_store.RedisBatches
 
     def close(self) -> None:
         with self._idle_lock:

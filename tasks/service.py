@@ -194,18 +194,26 @@ def submit_batch(rt: Runtime, runs: list[dict[str, Any]], metadata: dict | None 
     json_text(metadata or {}, "metadata")
     webhook = _webhook(rt, webhook, checked)
     run_ids = [json.loads(r["run_id"]) for r in records]
-    queue = json.loads(records[0]["queue"])  # a worker that loads the first run's agent
-    batch = batch_fields(batch_id, len(records), created_at, metadata or {}, queue)
+    queues = _queue_counts(records)  # each queue's runs are dispatched by its own workers
+    batch = batch_fields(batch_id, len(records), created_at, metadata or {}, queues)
     if webhook is not None:
         batch.update(webhook=webhook, webhook_status=pending_status())
     rt.store.create(records, batch)
     try:
-        start_dispatch(rt, batch_id, queue)
+        start_dispatch(rt, batch_id, list(queues))
     except BrokerUnavailable:
         rt.store.delete(run_ids)
         rt.store.forget_batch(batch_id)
         raise
     return {"batch_id": batch_id, "run_ids": run_ids, "total": len(run_ids)}
+
+
+def _queue_counts(records: list[dict[str, str]]) -> dict[str, int]:
+    """How many of the runs go to each queue, in the order of each queue's first run."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["queue"]] = counts.get(record["queue"], 0) + 1
+    return {json.loads(queue): n for queue, n in counts.items()}
 
 
 def get_run(rt: Runtime, run_id: str) -> dict[str, Any] | None:

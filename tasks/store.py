@@ -237,15 +237,17 @@ class RunStore(ABC):
         """Count one webhook delivery attempt's outcome in the fleet's metrics."""
 
     # Batches at scale (tasks.batch_store holds both stores' implementations).
-    def dispatch_chunk(self, batch_id: str, size: int, now: float,
-                       ahead: int | None = None) -> tuple[int, int, list | None]:
+    def dispatch_chunk(self, batch_id: str, size: int, now: float, ahead: int | None = None,
+                       queue: str | None = None) -> tuple[int, int, list | None]:
         """Claim the next `size` runs of the batch to send: (cursor, total, [(run_id, agent,
         queue)] of those still queued); None instead of the list while `ahead` messages of the
-        batch already sent still wait in the broker."""
+        batch already sent still wait in the broker. With `queue`, of that queue's lane (a batch
+        on several queues; tasks.batch_store): cursor, total and waiting messages are the lane's."""
         raise NotImplementedError
 
     def stop_dispatch(self, batch_id: str) -> None:
-        """Send no more of the batch's messages (it is being cancelled)."""
+        """Send no more of the batch's messages (it is being cancelled); it leaves the
+        dispatching set, so it is never resumed."""
         raise NotImplementedError
 
     def cancel_many(self, run_ids: list[str], reason: str | None,
@@ -265,12 +267,18 @@ class RunStore(ABC):
         """Results of the runs at indexes start..stop-1: index, run_id, status, output, error."""
         raise NotImplementedError
 
-    def dispatch_pending(self, batch_id: str, stale_at: float) -> None:
-        """The batch's dispatch is under way; it counts as stalled after `stale_at` (epoch s)."""
+    def dispatch_pending(self, batch_id: str, stale_at: float) -> bool | None:
+        """The batch's dispatch is under way; it counts as stalled after `stale_at` (epoch s).
+        A batch gone or wholly sent (or cancelled) leaves the dispatching set instead (False)."""
         raise NotImplementedError
 
     def dispatch_done(self, batch_id: str) -> None:
-        """Every message of the batch was sent (or the batch is gone)."""
+        """A dispatch (or one lane of it) ended: the batch leaves the dispatching set once every
+        message of it was sent (or it is gone)."""
+        raise NotImplementedError
+
+    def dispatch_lanes(self, batch_id: str) -> list[str]:
+        """The queues whose dispatch of the batch has runs left to send."""
         raise NotImplementedError
 
     def stalled_dispatches(self, now: float) -> list[str]:

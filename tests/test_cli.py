@@ -29,19 +29,20 @@ AUTH_KEY = "k1"
 AUTH_SECRET = "a-long-test-secret-value-123"
 
 
-def cli_env(url: str, api_key: str | None = None) -> dict[str, str]:
+def cli_env(url: str, api_key: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("RUNCAST_") and k not in ("FORCE_COLOR", "COLUMNS")}
     env.update(RUNCAST_URL=url, PYTHONUNBUFFERED="1", COLUMNS="80")  # a plain 80-column pipe
     if api_key is not None:
         env["RUNCAST_API_KEY"] = api_key
+    env.update(extra)
     return env
 
 
-def runcast(url: str, *args: str, api_key: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([RUNCAST, *args], check=False, env=cli_env(url, api_key), cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+def runcast(url: str, *args: str, api_key: str | None = None, timeout: float = 60,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RUNCAST, *args], check=False, env=cli_env(url, api_key, **env),
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def flat(text: str) -> str:
@@ -374,3 +375,49 @@ def test_interrupted_batch_resumes_without_duplicate_runs(api_url, http, tmp_pat
     assert {r["run_id"] for r in results} == {run["run_id"] for run in runs}
     assert {run["run_id"] for run in submitted} <= {r["run_id"] for r in results}
     assert all(run["status"] in TERMINAL_STATUSES for run in runs)
+
+
+SMALL_CAP = "2000"  # RUNCAST_MAX_INPUT_BYTES of the capped API and of the command line
+
+
+@pytest.fixture(scope="module")
+def capped_api_url(redis_url, worker):
+    """An API that refuses request bodies over SMALL_CAP bytes."""
+    process, url = start_api(redis_url, RUNCAST_MAX_INPUT_BYTES=SMALL_CAP)
+    yield url
+    process.stop()
+
+
+def test_batch_splits_its_requests_to_fit_the_body_cap(capped_api_url, http, tmp_path):
+    """40 lines of ~130 bytes: too many for one 2,000-byte request, so several batches."""
+    tag, total = uuid.uuid4().hex, 40
+    inputs = [{"i": i, "tag": tag, "pad": "x" * 60} for i in range(total)]
+    source = tmp_path / "inputs.jsonl"
+    source.write_text("".join(json.dumps(item) + "\n" for item in inputs))
+    assert len(source.read_bytes()) > 2 * int(SMALL_CAP)
+    out = tmp_path / "results.jsonl"
+
+    result = runcast(capped_api_url, "batch", str(source), "--agent", "echo", "--out", str(out),
+                     RUNCAST_MAX_INPUT_BYTES=SMALL_CAP)
+    assert result.returncode == 0, output(result)
+    assert f"results in {out}" in output(result)
+    results = read_results(out)
+    assert [r["line"] for r in results] == list(range(1, total + 1))
+    assert [r["status"] for r in results] == ["succeeded"] * total
+    assert [r["output"] for r in results] == [{"echo": item} for item in inputs]
+    runs = tagged_runs(http, "echo", tag)
+    assert {run["run_id"] for run in runs} == {r["run_id"] for r in results}
+    assert len({run["batch_id"] for run in runs}) >= 3, "one request per batch, each capped"
+
+
+def test_batch_line_too_large_for_any_request_is_a_clear_error(capped_api_url, http, tmp_path):
+    tag = uuid.uuid4().hex
+    source = tmp_path / "inputs.jsonl"
+    source.write_text(json.dumps({"tag": tag}) + "\n"
+                      + json.dumps({"tag": tag, "pad": "x" * 2500}) + "\n")
+    out = tmp_path / "results.jsonl"
+    result = runcast(capped_api_url, "batch", str(source), "--agent", "echo", "--out", str(out),
+                     RUNCAST_MAX_INPUT_BYTES=SMALL_CAP)
+    assert result.returncode == 4, output(result)
+    assert ":2:" in output(result) and "RUNCAST_MAX_INPUT_BYTES" in output(result)
+    assert tagged_runs(http, "echo", tag) == [], "nothing is submitted"

@@ -41,7 +41,7 @@ def recording_runtime(store: Store, sent: list) -> SimpleNamespace:
     def producer_or_acquire():
         yield SimpleNamespace()  # no publish batch: one by one
 
-    def send_task(name, args, queue, countdown=None, producer=None):
+    def send_task(name, args, queue, countdown=None, producer=None, task_id=None):
         assert name == DISPATCH_TASK and args == ["b", None]
         sent.append(("dispatch", countdown))
 
