@@ -122,14 +122,32 @@ def _demo_graph() -> Any:
     from typing import TypedDict
 
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
     from langgraph.graph import END, START, StateGraph
+
+    class WordByWordChatModel(GenericFakeChatModel):
+        """Streams its reply word by word ("word "), as `tokens` emits, and reports
+        finish_reason "stop" on the last chunk, as OpenAI's models do (the fake one streams
+        words and spaces apart and reports none)."""
+
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            words = str(next(self.messages)).split(" ")
+            for i, word in enumerate(words):
+                last = i == len(words) - 1
+                chunk = ChatGenerationChunk(message=AIMessageChunk(
+                    content=word if last else word + " ",
+                    response_metadata={"finish_reason": "stop"} if last else {}))
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
+                yield chunk
 
     class State(TypedDict, total=False):
         question: str
         prompt: str
         answer: str
 
-    model = GenericFakeChatModel(messages=itertools.repeat(GRAPH_REPLY))
+    model = WordByWordChatModel(messages=itertools.repeat(GRAPH_REPLY))
 
     def prepare(state: State) -> dict:
         return {"prompt": f"Answer in one sentence: {state.get('question', '')}"}

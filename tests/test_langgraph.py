@@ -82,7 +82,10 @@ def test_the_graph_demo_agent_streams_steps_and_tokens(http):
     assert run["output"] == {"answer": GRAPH_REPLY}
     events = sse(http, run_id)
     assert "".join(tokens(events)) == GRAPH_REPLY
-    assert len(tokens(events)) > 5  # word by word, not one block
+    words = GRAPH_REPLY.split(" ")  # word by word, as `tokens` does: "word " each, the last
+    assert tokens(events) == [w + " " for w in words[:-1]] + [words[-1]]  # without the space
+    finish = [e["data"]["finish_reason"] for e in events if e["type"] == "token"]
+    assert finish == [None] * (len(words) - 1) + ["stop"]
     assert [s["node_name"] for s in steps(events)] == ["prepare", "answer"]
     prepare, answer = steps(events)
     assert prepare["output_keys"] == ["prompt"] and answer["output_keys"] == ["answer"]
