@@ -74,6 +74,7 @@ class StreamContext:
         self._lock = threading.Lock()  # seq and append order; may wait on backpressure
         self._cancel_lock = threading.Lock()  # so a cancel never waits behind a blocked emit
         self._allow_terminal = allow_terminal
+        self._ended = False  # its terminal event is emitted: nothing may follow it
         self._cancel = threading.Event()
         self._cancel_reason: str | None = None
         self._cancel_callbacks: list[Callable[[], None]] = []
@@ -177,6 +178,9 @@ class StreamContext:
         if not data_json.isascii():
             data_json.encode()  # a lone surrogate raises here, not later in the writer
         with self._lock:
+            if self._ended:  # one terminal event per run, and it is last
+                raise RuntimeError(f"run {self._run_id} has ended: no {event_type!r} event may "
+                                   "follow its terminal event")
             event = Event.build(self._run_id, self._seq + 1, event_type, data_json, data,
                                 self._head)
             if not self._queue_mode:
@@ -191,6 +195,7 @@ class StreamContext:
                 self._seq += 1
                 if not (self._streaming is not None and self._offer(event)):
                     self._queue.append(event)
+            self._ended = event_type in TERMINAL_TYPES
         return event
 
     def _offer(self, event: Event) -> bool:

@@ -63,13 +63,13 @@ IDS = [f"{m[0]}-{i}" for i, m in enumerate(METHODS)]
 async def test_async_methods_and_sync_twins_emit_the_same(
     method, twin, args, kwargs, event_type, data
 ):
-    ctx = StreamContext("run", queue_mode=True)
+    # a context each: a terminal event ends its run, and nothing may follow it
+    ctx, twin_ctx = StreamContext("run", queue_mode=True), StreamContext("run", queue_mode=True)
     first = await getattr(ctx, method)(*args, **kwargs)
-    second = getattr(ctx, twin)(*args, **kwargs)
-    events = ctx.drain_queued_events()
-    assert events == [first, second]
-    for seq, event in enumerate(events, 1):
-        assert (event.run_id, event.seq, event.type, event.data) == ("run", seq, event_type, data)
+    second = getattr(twin_ctx, twin)(*args, **kwargs)
+    assert ctx.drain_queued_events() == [first] and twin_ctx.drain_queued_events() == [second]
+    for event in (first, second):
+        assert (event.run_id, event.seq, event.type, event.data) == ("run", 1, event_type, data)
 
 
 def test_sync_twins_from_plain_threads_while_a_loop_runs_elsewhere():
@@ -391,3 +391,19 @@ async def test_an_update_without_content_has_an_empty_object_every_way_it_is_emi
         emit("update", text="g", content=None)
     assert [e.data for e in ctx.drain_queued_events()] == [
         {"text": t, "content": {}} for t in "abcdefg"]
+
+
+@pytest.mark.parametrize("queue_mode", [False, True])
+def test_nothing_follows_the_terminal_event_of_a_standalone_run(queue_mode):
+    """DESIGN: exactly one terminal event per run, and it is last, also for a StreamContext used
+    as a library (no runtime): after it, any emit, another terminal one included, raises."""
+    backend = MemoryEventBackend()
+    ctx = StreamContext("alone", backend=backend, queue_mode=queue_mode)
+    ctx.sync_emit_token("a")
+    ctx.sync_emit_complete(output={"ok": True})
+    for late in (lambda: ctx.sync_emit_token("b"), lambda: ctx.sync_emit("custom:x"),
+                 lambda: ctx.sync_emit_complete(output=None), lambda: ctx.sync_emit_error("x")):
+        with pytest.raises(RuntimeError, match="has ended"):
+            late()
+    events = ctx.drain_queued_events() if queue_mode else backend.read("alone")
+    assert [(e.seq, e.type) for e in events] == [(1, "token"), (2, "complete")]
