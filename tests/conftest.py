@@ -13,6 +13,11 @@ import redis
 from celery.contrib.pytest import celery_worker  # noqa: F401
 
 from tests.lost_support import world  # noqa: F401 - the fixture of the worker-killing tests
+from tests.private_redis import (  # noqa: F401 - a redis-server per test, to stop or reconfigure
+    admin,
+    persistent_server,
+    server,
+)
 from tests.redis_server import RedisServer, env_redis_url
 
 
@@ -22,9 +27,9 @@ def redis_server():
     if env_redis_url():
         yield None
         return
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
+    own = RedisServer().start()
+    yield own
+    own.cleanup()
 
 
 @pytest.fixture(scope="session")

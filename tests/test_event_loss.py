@@ -12,45 +12,17 @@ import types
 import uuid
 
 import pytest
-import redis
 
 from streaming import EventStoreUnavailable, QueueBackend, RedisEventBackend, StreamContext
 from streaming.constants import EVENTS_KEY, RUN_KEY
 from streaming.events import utc_now_iso
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import free_port
+from tests.runs_support import eventually
 
 WAIT_S = 20  # generous bound on anything that should take well under a second
 LIMIT_S = 0.5  # the outage limit of these tests
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
-
-
-@pytest.fixture
-def server():
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def persistent_server():
-    server = RedisServer(persist=True).start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def admin(server):
-    client = redis.Redis.from_url(server.url, socket_timeout=5)
-    yield client
-    client.close()
-
-
-def eventually(check) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def contents(events) -> list:

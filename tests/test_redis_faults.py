@@ -12,32 +12,10 @@ import pytest
 import redis
 
 from streaming import EventStoreUnavailable, RedisEventBackend, StreamContext
-from tests.redis_server import RedisServer
 
 WAIT_S = 20  # generous bound on anything that should take well under a second
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
-
-
-@pytest.fixture
-def server():
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def persistent_server():
-    server = RedisServer(persist=True).start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def admin(server):
-    client = redis.Redis.from_url(server.url, socket_timeout=5)
-    yield client
-    client.close()
 
 
 async def collect(backend, run_id: str) -> list:
