@@ -117,20 +117,16 @@ def _has_langgraph() -> bool:
 
 
 @functools.cache
-def _demo_graph() -> Any:
-    """prepare -> answer; the chat model is langchain-core's fake one (a fixed reply)."""
-    from typing import TypedDict
-
+def word_by_word_chat_model() -> type:
+    """langchain-core's fake chat model streaming its reply word by word ("word "), as `tokens`
+    emits, with finish_reason "stop" on the last chunk, as OpenAI's models report it (the fake
+    one streams words and spaces apart and reports none). Made on first use: LangGraph and
+    langchain-core are the runcast[langgraph] extra."""
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessageChunk
     from langchain_core.outputs import ChatGenerationChunk
-    from langgraph.graph import END, START, StateGraph
 
     class WordByWordChatModel(GenericFakeChatModel):
-        """Streams its reply word by word ("word "), as `tokens` emits, and reports
-        finish_reason "stop" on the last chunk, as OpenAI's models do (the fake one streams
-        words and spaces apart and reports none)."""
-
         def _stream(self, messages, stop=None, run_manager=None, **kwargs):
             words = str(next(self.messages)).split(" ")
             for i, word in enumerate(words):
@@ -142,12 +138,22 @@ def _demo_graph() -> Any:
                     run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
                 yield chunk
 
+    return WordByWordChatModel
+
+
+@functools.cache
+def _demo_graph() -> Any:
+    """prepare -> answer; the chat model is a fake one (a fixed reply, word by word)."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
     class State(TypedDict, total=False):
         question: str
         prompt: str
         answer: str
 
-    model = WordByWordChatModel(messages=itertools.repeat(GRAPH_REPLY))
+    model = word_by_word_chat_model()(messages=itertools.repeat(GRAPH_REPLY))
 
     def prepare(state: State) -> dict:
         return {"prompt": f"Answer in one sentence: {state.get('question', '')}"}

@@ -13,8 +13,7 @@ import time
 from typing import Any, TypedDict
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -23,6 +22,7 @@ from langgraph.types import interrupt
 
 from streaming import StreamContext, emit, emit_update
 from streaming.integrations.langgraph import LangGraphBackend, stream_graph, sync_stream_graph
+from tasks.demo import word_by_word_chat_model
 from tasks.registry import agent
 
 QUEUE = "graphs"
@@ -30,20 +30,8 @@ AGENTS = "tasks.demo,tests.agents_streaming"
 TICKS = "runcast-test:ticks:{run_id}"  # counted by a node that runs until it is cancelled
 
 
-class ReasonedFakeChatModel(GenericFakeChatModel):
-    """GenericFakeChatModel that streams word by word ("word ") and reports
-    `finish_reason` "stop" on its last chunk, as OpenAI's models do."""
-
-    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
-        words = str(next(self.messages)).split(" ")
-        for i, word in enumerate(words):
-            last = i == len(words) - 1
-            chunk = ChatGenerationChunk(message=AIMessageChunk(
-                content=word if last else word + " ",
-                response_metadata={"finish_reason": "stop"} if last else {}))
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-            yield chunk
+# streams word by word ("word ") with finish_reason "stop" on its last chunk, as OpenAI's models do
+ReasonedFakeChatModel = word_by_word_chat_model()
 
 
 class State(TypedDict, total=False):
