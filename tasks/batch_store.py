@@ -30,7 +30,6 @@ from streaming.constants import (
 from streaming.events import dumps
 from streaming.lua_scripts import build_script, read_lua
 from tasks.constants import STALLED_DISPATCHES_READ
-from tasks.lua import DISPATCH_STATE
 from tasks.metrics import count_submitted
 
 BATCH_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -85,6 +84,7 @@ class RedisBatches:
     ttl_s: int
     max_events: int
     _dispatch_chunk: Any
+    _dispatch_state: Any
     _cancel: Any
 
     def _lanes(self, batch_id: str) -> list[str]:
@@ -159,11 +159,13 @@ class RedisBatches:
     def dispatch_waiting(self, batch_id: str, queue: str | None = None) -> int:
         """How many of the batch's (or its lane's) sent messages still wait (their runs queued):
         the runs queued less those the dispatch has not reached."""
-        key = BATCH_KEY.format(batch_id=batch_id)
-        lane = f"@{queue}" if queue and self.client.hexists(key, f"total@{queue}") else ""
-        queued, total, dispatched = self.client.hmget(
-            key, f"n:queued{lane}", f"total{lane}", f"dispatched{lane}")
-        return int(_s(queued) or 0) - (int(_s(total) or 0) - int(_s(dispatched) or 0))
+        fields = ("n:queued", "total", "dispatched")
+        values = self.client.hmget(BATCH_KEY.format(batch_id=batch_id), *fields,
+                                   *[f"{f}@{queue}" for f in fields if queue])
+        if len(values) > 3 and values[4] is not None:  # the batch has a lane on `queue`
+            values = values[3:]
+        queued, total, dispatched = (int(_s(v) or 0) for v in values[:3])
+        return queued - (total - dispatched)
 
     def dispatch_lanes(self, batch_id: str) -> list[str]:
         """The queues whose dispatch of the batch has runs left to send."""
@@ -195,12 +197,9 @@ class RedisBatches:
         pipe.execute()
 
     def dispatch_pending(self, batch_id: str, stale_at: float) -> bool:
-        script = self.__dict__.get("_dispatch_state")
-        if script is None:
-            script = self.__dict__["_dispatch_state"] = self.client.register_script(
-                DISPATCH_STATE)
-        return bool(script(keys=[BATCH_KEY.format(batch_id=batch_id), DISPATCHING_KEY],
-                           args=[batch_id, "" if stale_at is None else stale_at]))
+        return bool(self._dispatch_state(
+            keys=[BATCH_KEY.format(batch_id=batch_id), DISPATCHING_KEY],
+            args=[batch_id, "" if stale_at is None else stale_at]))
 
     def dispatch_done(self, batch_id: str) -> None:
         self.dispatch_pending(batch_id, None)

@@ -65,6 +65,7 @@ class RedisRunStore(RedisBatches, RunStore):
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._prune_after: float | None = None  # where prune_index goes on (a score)
         self._dispatch_chunk = client.register_script(lua.DISPATCH_CHUNK)
+        self._dispatch_state = client.register_script(lua.DISPATCH_STATE)
         # Pub/sub connections of finished waits, kept for the next one: a wait then costs a
         # SUBSCRIBE, not a new connection (connect, handshake, SUBSCRIBE, close).
         self._idle_pubsubs: list[Any] = []
