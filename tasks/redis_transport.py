@@ -1,4 +1,4 @@
-"""kombu's Redis transport, keeping one Redis client per channel.
+"""kombu's Redis transport, keeping one Redis client per channel and taking messages in bulk.
 
 kombu's Redis channel builds a new `redis.Redis` object for every command it sends outside its
 event loop: each message published, each task event, each acknowledgement. Building one costs
@@ -6,6 +6,19 @@ about 0.2 ms of CPU (redis-py fills a table of ~170 reply callbacks), more than 
 round trip, and a worker pays it several times per task. The client is only a view on the
 channel's connection pool (thread-safe; a forked child's pool resets itself), so one per channel
 serves every caller; a new pool (after a reconnect) gets a new client.
+
+A consumer takes one message per BRPOP, and then registers it as unacknowledged (kombu's
+visibility emulation: a ZADD and an HSET) in a round trip of its own: two round trips and two
+turns of the event loop per message, each one a wait for the GIL. Where a process runs many tasks
+at once (the threads pool of `runcast worker --io-bound`) the GIL is busy with the runs already
+started, and a thousand runs submitted at once took three times as long to be received as plain
+Celery tasks that only sleep (benchmarks/io_bound.py, messages received by the worker over time).
+Here, once BRPOP has returned a message, the channel takes up to BROKER_FETCH_MAX more from the
+same queue with one RPOP, as many as the prefetch limit allows, registers them all as
+unacknowledged in one pipeline *before* any is handed to Celery (a task acknowledged before its
+registration would leave it to be redelivered), then delivers them in order. A message is out of
+Redis and not yet registered for one round trip, as it already was between kombu's BRPOP and its
+registration.
 
 Used for `redis://` brokers (tasks.celery_config); other schemes keep kombu's own transport.
 """
@@ -15,10 +28,54 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from tasks.constants import BROKER_FETCH_MAX
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's, except that a message registered by a bulk fetch is not registered again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.registered: set[str] = set()  # tags registered by the fetch, not yet delivered
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag in self.registered:
+            self.registered.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+    def register(self, payloads: list[dict]) -> None:
+        """Register messages taken from Redis as unacknowledged, all in one round trip."""
+        now = kombu_redis.time()
+        with self.pipe_or_acquire() as pipe:
+            for payload in payloads:
+                properties = payload["properties"]
+                info = properties["delivery_info"]
+                tag = properties["delivery_tag"]
+                pipe.zadd(self.unacked_index_key, {tag: now})
+                pipe.hset(self.unacked_key, tag,
+                          dumps([payload, info["exchange"], info["routing_key"]]))
+            pipe.execute()
+        self.registered.update(p["properties"]["delivery_tag"] for p in payloads)
 
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _runcast_client: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._no_ack_queues: set[str] = set()  # before kombu's init, which may consume
+        super().__init__(*args, **kwargs)
+
+    def basic_consume(self, queue: str, no_ack: bool = False, *args: Any, **kwargs: Any) -> Any:
+        # a queue consumed without acknowledgements has nothing to register: kombu's pace
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
@@ -27,6 +84,48 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not self.pool:
             client = self._runcast_client = super()._create_client()
         return client
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's, then up to BROKER_FETCH_MAX more messages of the same queue (see above)."""
+        try:
+            try:
+                popped = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next turn reconnects
+                raise
+            if not popped:
+                raise kombu_redis.Empty()
+            key, item = bytes_to_str(popped[0]), popped[1]
+            queue = key.rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # kombu's: the BRPOP connection is idle now
+        payloads = [loads(bytes_to_str(item))]
+        room = self._fetch_room(queue)
+        if room:
+            more = self._create_client().rpop(key, room) or []
+            if more:
+                payloads += [loads(bytes_to_str(raw)) for raw in more]
+                self.qos.register(payloads)
+        failure = None
+        for payload in payloads:  # each one, whatever another's callback raised
+            try:
+                self.connection._deliver(payload, queue)
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are delivered
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return True
+
+    def _fetch_room(self, queue: str) -> int:
+        """How many more messages the prefetch limit lets this fetch take (besides the one)."""
+        if queue in self._no_ack_queues:
+            return 0
+        estimate = self.qos.can_consume_max_estimate()
+        if estimate is None:  # no prefetch limit
+            return BROKER_FETCH_MAX
+        return max(min(BROKER_FETCH_MAX, estimate - 1), 0)
 
 
 class Transport(kombu_redis.Transport):

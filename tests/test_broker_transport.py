@@ -82,3 +82,81 @@ async def test_a_subscription_redis_cannot_make_fails_fast():
     assert hub.channels == 0
     await hub.aclose()
     await client.aclose()
+
+
+def _consume(redis_url: str, queue_name: str, *, prefetch: int, no_ack: bool = False,
+             seen_registered: list | None = None):
+    """A kombu consumer of `queue_name` on runcast's transport: (connection, channel, received)."""
+    from kombu import Consumer, Queue
+
+    app = new_app(Settings(redis_url=redis_url))
+    connection = app.connection_for_read()
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    received: list = []
+
+    def on_message(body, message):
+        if seen_registered is not None:  # is it registered as unacknowledged already?
+            seen_registered.append(channel.client.hexists(channel.unacked_key,
+                                                          message.delivery_tag))
+        received.append((body, message))
+
+    queue = Queue(queue_name, routing_key=queue_name, channel=channel)
+    queue.declare()
+    Consumer(channel, queues=[queue], callbacks=[on_message], no_ack=no_ack).consume()
+    return connection, channel, received
+
+
+def _publish(redis_url: str, queue_name: str, n: int) -> None:
+    from kombu import Producer, Queue
+
+    app = new_app(Settings(redis_url=redis_url))
+    with app.connection_for_write() as connection:
+        queue = Queue(queue_name, routing_key=queue_name)
+        producer = Producer(connection.default_channel)
+        for i in range(n):
+            producer.publish({"i": i}, routing_key=queue_name, declare=[queue],
+                             serializer="json")
+
+
+def test_a_fetch_takes_several_messages_within_the_prefetch_limit(redis_url, redis_client):
+    """After BRPOP, the channel takes more of the queue in one round trip: as many as the
+    prefetch limit allows, in the order sent, each registered as unacknowledged before any
+    callback sees it; an ack removes the registration."""
+    name = f"bulk-{time.monotonic_ns()}"
+    _publish(redis_url, name, 10)
+    registered: list = []
+    connection, channel, received = _consume(redis_url, name, prefetch=4,
+                                             seen_registered=registered)
+    try:
+        connection.drain_events(timeout=5)
+        assert [body["i"] for body, _ in received] == [0, 1, 2, 3]  # the limit, in order
+        assert registered == [True] * 4
+        assert redis_client.llen(name) == 6
+        assert redis_client.hlen(channel.unacked_key) == 4
+        for _, message in received:
+            message.ack()
+        assert redis_client.hlen(channel.unacked_key) == 0
+        connection.drain_events(timeout=5)  # room again: the next four
+        assert [body["i"] for body, _ in received[4:]] == [4, 5, 6, 7]
+        for _, message in received[4:]:
+            message.ack()
+        assert channel.qos.registered == set()  # every registered one was delivered
+    finally:
+        redis_client.delete(name)
+        connection.release()
+
+
+def test_a_consumer_without_acks_keeps_one_message_per_fetch(redis_url, redis_client):
+    """no_ack: nothing to register, nothing left in the unacked hash to be redelivered."""
+    name = f"bulk-noack-{time.monotonic_ns()}"
+    _publish(redis_url, name, 3)
+    connection, channel, received = _consume(redis_url, name, prefetch=10, no_ack=True)
+    try:
+        connection.drain_events(timeout=5)
+        assert [body["i"] for body, _ in received] == [0]
+        assert redis_client.hlen(channel.unacked_key) == 0
+        assert redis_client.llen(name) == 2
+    finally:
+        redis_client.delete(name)
+        connection.release()
