@@ -21,8 +21,10 @@ Between sides the benchmark waits for the worker to go idle (the side before lea
 events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), the goal's ratio (runcast / bare,
 medians over rounds), runcast / bare-with-events, the worker process's peak RSS while each side ran, and on runcast's side how long the
-submitting took and when the last run started (its claim): a thousand runs wait first for
-Celery's consumer to take their messages, one at a time. Goal: runcast no slower.
+submitting took and when the last run started (its claim): how far the worker's consumer fell
+behind the submitting (it takes up to 64 messages per round trip, tasks/redis_transport.py; one
+at a time, the last of a thousand started 1.5 s after the submitting ended). Goal: runcast no
+slower.
 """
 
 from __future__ import annotations

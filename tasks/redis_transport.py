@@ -16,9 +16,11 @@ Celery tasks that only sleep (benchmarks/io_bound.py, messages received by the w
 Here, once BRPOP has returned a message, the channel takes up to BROKER_FETCH_MAX more from the
 same queue with one RPOP, as many as the prefetch limit allows, registers them all as
 unacknowledged in one pipeline *before* any is handed to Celery (a task acknowledged before its
-registration would leave it to be redelivered), then delivers them in order. A message is out of
-Redis and not yet registered for one round trip, as it already was between kombu's BRPOP and its
-registration.
+registration would leave it to be redelivered), then delivers them in order. Messages are out of
+Redis and not yet registered for one round trip, as one already was between kombu's BRPOP and its
+registration; a worker killed in that window loses up to BROKER_FETCH_MAX + 1 messages instead of
+one, and their runs, still queued, are sent again by the lost-run sweep (tasks/lost.py) once they
+have waited LOST_AFTER_S.
 
 Used for `redis://` brokers (tasks.celery_config); other schemes keep kombu's own transport.
 """
