@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.io_bound [RUNS] [ROUNDS]
 
 Starts its own redis-server and ONE worker process as `runcast worker --io-bound` starts it
-(`celery -A tasks worker -E --pool threads --concurrency RUNS`, loading benchmarks.bare), then,
-round by round, in the opposite order every other round:
+(`celery -A tasks worker -E --pool threads --concurrency RUNS`, loading benchmarks.bare), which
+runs every side but the plain-worker one, then, round by round, each side first in turn:
   - runcast: RUNS runs (default 1,000) of `bench_io`, an `async def` agent that awaits
     `asyncio.sleep(0.1)` 20 times and emits a token after each, submitted at once (from 8
     threads), then waited for one by one (the run store's wait, woken by each run's pub/sub
@@ -12,6 +12,11 @@ round by round, in the opposite order every other round:
     succeeded with its 22 events (started, 20 tokens, complete);
   - bare Celery: RUNS `bench.sleep` tasks (`time.sleep(2)`), apply_async at once (from 8
     threads, as runcast's side submits), then every result's get();
+  - bare Celery on a plain Celery worker: as bare, sent to a second worker process started from
+    a plain Celery app (benchmarks.bare_worker: the same settings on kombu's own Redis transport,
+    which takes one message per BRPOP), idle while the other sides run. The goal's baseline stays
+    the bare side on runcast's worker (the stricter one: that worker's consumer takes messages in
+    bulk for bare tasks too); this one is what a plain Celery user runs. Context, not the goal;
   - bare Celery writing the events by hand: as bare, with `bench.sleep_emit` tasks that after
     each of 20 sleeps of 100 ms append a token to a Redis stream of their own and publish it
     (one pipelined round trip), the work runcast's side does besides waiting, done the way a
@@ -20,7 +25,8 @@ round by round, in the opposite order every other round:
 Between sides the benchmark waits for the worker to go idle (the side before leaves acks and task
 events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), the goal's ratio (runcast / bare,
-medians over rounds), runcast / bare-with-events, the worker process's peak RSS while each side ran, and on runcast's side how long the
+medians over rounds), runcast / bare-with-events, runcast / bare-on-a-plain-worker, the worker
+process's peak RSS while each side ran, and on runcast's side how long the
 submitting took and when the last run started (its claim): how far the worker's consumer fell
 behind the submitting (it takes up to 64 messages per round trip, tasks/redis_transport.py; one
 at a time, the last of a thousand started 1.5 s after the submitting ended). Goal: runcast no
@@ -49,6 +55,7 @@ EVENTS_PER_RUN = 22
 SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
 STARTED_S: list[float] = []  # when the last run started (its claim), per runcast side
 RATIO_TARGET = 1.0
+STOCK_QUEUE = "bench-stock"  # the plain Celery worker's (benchmarks.bare_worker)
 
 
 class PeakRss:
@@ -108,10 +115,10 @@ def runcast_side(tasks, rt, n: int) -> float:
     return elapsed
 
 
-def bare_side(task, n: int, args: tuple = ()) -> float:
+def bare_side(task, n: int, args: tuple = (), queue: str | None = None) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        results = list(pool.map(lambda _: task.apply_async(args), range(n)))
+        results = list(pool.map(lambda _: task.apply_async(args, queue=queue), range(n)))
     for result in results:
         result.get(timeout=300)
     return time.perf_counter() - started
@@ -123,7 +130,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
     from tests.services import start_worker
 
     server = RedisServer().start()
-    worker = None
+    worker = stock = None
     try:
         client = set_up_sides(server.url)
         sleep_task, emit_task = client.tasks["bench.sleep"], client.tasks["bench.sleep_emit"]
@@ -132,26 +139,33 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
 
         worker = start_worker(server.url, name="bench-io", concurrency=runs,
                               extra_args=["--pool", "threads"], RUNCAST_AGENTS=AGENT_MODULES)
+        # the context side's plain Celery worker, idle while the others run
+        stock = start_worker(server.url, name="bench-stock", concurrency=runs, app="benchmarks.bare_worker",
+                             extra_args=["--pool", "threads", "-Q", STOCK_QUEUE])
         rt = runtime()
         meter = CpuMeter(worker.proc.pid, server.process.pid)
+        stock_meter = CpuMeter(stock.proc.pid, server.process.pid)
         runcast_side(tasks, rt, 20)  # warm up: connections, the shared loop
         # Every thread of the pool started, each with the Celery result backend it makes on
         # its first task, and the by-hand side's connections opened: paid once per thread, by
         # whichever side came first, unless paid here
         bare_side(emit_task, runs, args=(5, IO_STEP_S))
+        bare_side(sleep_task, runs, args=(0.5,), queue=STOCK_QUEUE)  # the stock worker's threads
         per_round = []
         for i in range(rounds):
             sides = [("runcast", lambda: runcast_side(tasks, rt, runs)),
                      ("bare", lambda: bare_side(sleep_task, runs)),
-                     ("bare_events", lambda: bare_side(emit_task, runs))]
-            sides = sides[i % 3:] + sides[:i % 3]  # each side first in turn
+                     ("bare_events", lambda: bare_side(emit_task, runs)),
+                     ("bare_stock", lambda: bare_side(sleep_task, runs, queue=STOCK_QUEUE))]
+            sides = sides[i % 4:] + sides[:i % 4]  # each side first in turn
             r = {}
             for name, run in sides:
-                cpu_before = meter.sample()[0]
-                with PeakRss(worker.proc.pid) as rss:
+                side_meter = stock_meter if name == "bare_stock" else meter
+                cpu_before = side_meter.sample()[0]
+                with PeakRss(stock.proc.pid if name == "bare_stock" else worker.proc.pid) as rss:
                     r[f"{name}_s"] = run()
-                    settle(meter)  # the side's tail (acks, task events) is its own, not the next's
-                r[f"{name}_cpu_ms"] = (meter.sample()[0] - cpu_before) / runs * 1000
+                    settle(side_meter)  # the side's tail (acks, task events) is its own
+                r[f"{name}_cpu_ms"] = (side_meter.sample()[0] - cpu_before) / runs * 1000
                 r[f"{name}_peak_rss_mb"] = rss.peak
             per_round.append(r)
             r["runcast_submit_s"], r["runcast_last_start_s"] = SUBMIT_S[-1], STARTED_S[-1]
@@ -159,11 +173,14 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                   f"{r['runcast_submit_s']:.2f} s, the last run started at "
                   f"{r['runcast_last_start_s']:.2f} s; worker peak RSS "
                   f"{r['runcast_peak_rss_mb']:.0f} MB), bare {r['bare_s']:.2f} s "
-                  f"({r['bare_peak_rss_mb']:.0f} MB), bare with events {r['bare_events_s']:.2f} s; CPU per run (worker, Redis, this process) "
-                  f"runcast {r['runcast_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"({r['bare_peak_rss_mb']:.0f} MB), bare with events {r['bare_events_s']:.2f} s, "
+                  f"bare on a plain Celery worker {r['bare_stock_s']:.2f} s; CPU per run "
+                  f"(worker, Redis, this process) runcast {r['runcast_cpu_ms']:.2f} ms, bare "
+                  f"{r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        if worker is not None:
-            worker.stop()
+        for process in (worker, stock):
+            if process is not None:
+                process.stop()
         server.cleanup()
 
     def med(key: str) -> float:
@@ -171,6 +188,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
 
     ratio = statistics.median(r["runcast_s"] / r["bare_s"] for r in per_round)
     events_ratio = statistics.median(r["runcast_s"] / r["bare_events_s"] for r in per_round)
+    stock_ratio = statistics.median(r["runcast_s"] / r["bare_stock_s"] for r in per_round)
     result = {
         "worker": f"celery -A tasks worker -E --pool threads --concurrency {runs}",
         "runs": runs, "rounds": rounds, "ideal_s": 2.0,
@@ -184,6 +202,9 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         "bare_events_s": med("bare_events_s"),
         "bare_events_cpu_ms_per_run": med("bare_events_cpu_ms"),
         "time_ratio_vs_bare_events": round(events_ratio, 3),
+        "bare_stock_s": med("bare_stock_s"),
+        "bare_stock_peak_rss_mb": med("bare_stock_peak_rss_mb"),
+        "time_ratio_vs_bare_stock": round(stock_ratio, 3),
         "load_average": os.getloadavg(),
         "target": "runcast time <= bare time (ratio <= 1.0)",
         "target_met": ratio <= RATIO_TARGET,
@@ -191,7 +212,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
     print(f"runcast {result['runcast_s']} s vs bare {result['bare_s']} s: {ratio:.2f}x "
           f"(goal <= {RATIO_TARGET}); worker peak RSS runcast {result['runcast_peak_rss_mb']} MB,"
           f" bare {result['bare_peak_rss_mb']} MB; bare Celery writing the same tokens by hand "
-          f"{result['bare_events_s']} s: runcast {events_ratio:.2f}x that", flush=True)
+          f"{result['bare_events_s']} s: runcast {events_ratio:.2f}x that; bare Celery on a plain "
+          f"Celery worker {result['bare_stock_s']} s: runcast {stock_ratio:.2f}x that", flush=True)
     return result
 
 

@@ -80,8 +80,9 @@ class Process:
 
 
 def start_worker(redis_url: str, name: str = "w1", concurrency: int = 4,
-                 extra_args: list[str] | None = None, **env: str) -> Process:
-    args = [str(BIN / "celery"), "-A", "tasks", "worker", "-E", "-l", "info",
+                 extra_args: list[str] | None = None, app: str = "tasks", **env: str) -> Process:
+    """`celery -A app worker` (runcast's by default) once it says it is ready."""
+    args = [str(BIN / "celery"), "-A", app, "worker", "-E", "-l", "info",
             "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
             *(extra_args or [])]
     worker = Process(args, service_env(redis_url, **env), f"worker-{name}").start()
