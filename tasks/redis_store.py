@@ -6,6 +6,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -72,7 +73,11 @@ class RedisRunStore(RedisBatches, RunStore):
         self._idle_lock = threading.Lock()
 
     # -- creating ---------------------------------------------------------------------------
-    def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None) -> None:
+    def create(self, records: list[dict[str, str]], batch: dict[str, Any] | None = None,
+               then: Callable[[Any], None] | None = None) -> None:
+        """Store new runs (and their batch), in one MULTI; `then(pipeline)` may add commands
+        to it (a run's broker message, tasks.runtime), which then land with the runs or not at
+        all."""
         if batch is not None and "dispatched" in batch:
             return self.create_batch(records, batch)  # tasks.batch_store
         pipe = self.client.pipeline(transaction=True)
@@ -99,6 +104,8 @@ class RedisRunStore(RedisBatches, RunStore):
             for start in range(0, len(ids), 1000):
                 pipe.rpush(runs_key, *ids[start : start + 1000])
             pipe.expire(runs_key, ttl)
+        if then is not None:
+            then(pipe)
         pipe.execute()
 
     def claim_idempotency(self, key: str, run_id: str, request_hash: str) -> tuple[str, str] | None:

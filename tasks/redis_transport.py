@@ -22,11 +22,19 @@ registration; a worker killed in that window loses up to BROKER_FETCH_MAX + 1 me
 one, and their runs, still queued, are sent again by the lost-run sweep (tasks/lost.py) once they
 have waited LOST_AFTER_S.
 
+A publish can also go into a Redis pipeline of the caller's (`publishing_into`): kombu and Celery
+build the message and its task-sent event as always, and their LPUSH and PUBLISH join the
+caller's commands instead of a pipeline of their own. A submit stores its run and sends its
+message in one MULTI that way (tasks.runtime), when the broker is the run store's Redis.
+
 Used for `redis://` brokers (tasks.celery_config); other schemes keep kombu's own transport.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -66,9 +74,53 @@ class QoS(kombu_redis.QoS):
         self.registered.update(p["properties"]["delivery_tag"] for p in payloads)
 
 
+_into = threading.local()  # the pipeline this thread's publishes go into, while one is set
+
+
+@contextmanager
+def publishing_into(pipeline: Any) -> Iterator[None]:
+    """Within this block, a publish batch of this thread (kombu's `producer.batch()`) adds its
+    commands to `pipeline`, which the caller executes (or drops): nothing is sent here."""
+    _into.pipeline = pipeline
+    try:
+        yield
+    finally:
+        _into.pipeline = None
+
+
+class IntoPipeline(kombu_redis.PublishBatch):
+    """kombu's publish batch, buffering into the caller's pipeline (see `publishing_into`)."""
+
+    def __init__(self, channel: Any, pipeline: Any) -> None:  # not kombu's: nothing to acquire
+        self.channel = channel
+        self.max_size = 1 << 30
+        self._buffered = 0
+        self._collecting = None
+        self._failed = None
+        self._aborted = False
+        self._closed = False
+        self.pipeline = pipeline
+
+    def flush(self) -> None:
+        self._check_usable()
+        self._buffered = 0  # the commands wait in the caller's pipeline
+
+    def discard(self) -> None:
+        self._aborted = True  # the caller, who raised, does not execute its pipeline
+
+    def close(self) -> None:
+        self._closed = True
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
     _runcast_client: Any = None
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        pipeline = getattr(_into, "pipeline", None)
+        if pipeline is not None:
+            return IntoPipeline(self, pipeline)
+        return super().create_publish_batch(max_size)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._no_ack_queues: set[str] = set()  # before kombu's init, which may consume

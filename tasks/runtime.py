@@ -22,8 +22,9 @@ from streaming.backends.redis import RedisEventBackend
 from streaming.constants import RUN_KEY
 from tasks import registry
 from tasks.agent_tasks import serve_agents
-from tasks.broker import enqueue
+from tasks.broker import can_enqueue_into, enqueue
 from tasks.celery_config import new_app
+from tasks.errors import BrokerUnavailable
 from tasks.reaper import Reaper
 from tasks.settings import Settings
 from tasks.store import RunStore
@@ -70,6 +71,22 @@ class Runtime:
         self._delivery: WebhookDelivery | None = None
         self._lock = threading.Lock()
         self._embedded: contextlib.ExitStack | None = None
+
+    def create_and_enqueue(self, record: dict[str, str], run_id: str, agent: str) -> None:
+        """Store a new run and send its message; a message the broker did not take leaves no run
+        behind (BrokerUnavailable). Where the broker is the run store's Redis
+        (tasks.broker.can_enqueue_into), both go in one MULTI: one round trip, and the run and
+        its message land together or not at all."""
+        if self.redis is not None and can_enqueue_into(self.app, self.settings.redis_url):
+            self.store.create([record], then=lambda pipe: enqueue(
+                self.app, run_id, agent, into=pipe, input_json=record["input"]))
+            return
+        self.store.create([record])
+        try:
+            self.enqueue(run_id, agent, input_json=record["input"])
+        except BrokerUnavailable:
+            self.store.delete([run_id])
+            raise
 
     def enqueue(self, run_id: str, agent: str, attempt: int = 1, producer: Any = None,
                 queue: str | None = None, input_json: str | None = None) -> None:

@@ -160,11 +160,9 @@ def _submit_run(rt: Runtime, agent: str, input: Any, events: Any, timeout: float
                     f"idempotency key {idempotency_key!r} was used with a different request"
                 )
             return held_run, False, None
-    rt.store.create([record])
     try:
-        rt.enqueue(run_id, agent, input_json=record["input"])
+        rt.create_and_enqueue(record, run_id, agent)
     except BrokerUnavailable:
-        rt.store.delete([run_id])
         if idempotency_key is not None:
             rt.store.release_idempotency(idempotency_key)
         raise

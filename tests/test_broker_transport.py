@@ -40,6 +40,19 @@ def test_a_channel_keeps_one_client_and_a_new_pool_gets_a_new_one(redis_url):
         assert channel._create_client(asynchronous=True) is not second
 
 
+def _task_events(events, wait_s: float = 5.0) -> list[dict]:
+    """Celery task events heard by `events` (a psubscribe to Celery's event channels): waits up
+    to `wait_s` for the first, then takes what else arrives within 0.3 s."""
+    heard: list[dict] = []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        message = events.get_message(timeout=0.1)
+        if message and message["type"] == "pmessage":
+            heard.append(json.loads(base64.b64decode(json.loads(message["data"])["body"])))
+            deadline = min(deadline, time.monotonic() + 0.3)
+    return heard
+
+
 def test_enqueue_sends_the_message_and_its_task_sent_event(redis_url, redis_client):
     """tasks.broker.enqueue sends the task and its task-sent event (Flower's) in one publish
     batch: the queue holds the message, and a subscriber of Celery's event channel hears
@@ -55,15 +68,8 @@ def test_enqueue_sends_the_message_and_its_task_sent_event(redis_url, redis_clie
         enqueue(app, "a-run-id", "no-such-agent", queue=queue, input_json="{}")
         assert redis_client.llen(queue) == 1
         assert b'"a-run-id"' in redis_client.lindex(queue, 0)
-        heard = []
-        deadline = time.monotonic() + 5
-        while not heard and time.monotonic() < deadline:
-            message = events.get_message(timeout=0.5)
-            if message and message["type"] == "pmessage":
-                heard.append(message["data"])
-        assert heard, "no task-sent event"
-        event = json.loads(base64.b64decode(json.loads(heard[0])["body"]))
-        assert event["type"] == "task-sent" and event["uuid"] == "a-run-id"
+        heard = _task_events(events)
+        assert [(e["type"], e["uuid"]) for e in heard] == [("task-sent", "a-run-id")]
     finally:
         redis_client.delete(queue)
         events.close()
@@ -160,3 +166,50 @@ def test_a_consumer_without_acks_keeps_one_message_per_fetch(redis_url, redis_cl
     finally:
         redis_client.delete(name)
         connection.release()
+
+
+def test_a_message_sent_into_a_pipeline_goes_out_only_with_it(redis_url, redis_client):
+    """enqueue(into=pipeline): the message and its task-sent event join the caller's MULTI;
+    nothing reaches Redis until the caller executes it, and a dropped pipeline sends nothing."""
+    from tasks.broker import can_enqueue_into, enqueue
+
+    app = new_app(Settings(redis_url=redis_url))
+    assert can_enqueue_into(app, redis_url)
+    events = redis_client.pubsub()
+    events.psubscribe("*celeryev*")
+    events.get_message(timeout=1)
+    queue = f"into-test-{time.monotonic_ns()}"
+    try:
+        dropped = redis_client.pipeline(transaction=True)
+        enqueue(app, "dropped-run", "no-such-agent", queue=queue, input_json="{}", into=dropped)
+        assert redis_client.llen(queue) == 0  # held in the pipeline, never executed
+
+        pipe = redis_client.pipeline(transaction=True)
+        pipe.set(f"{queue}:record", "stored")
+        enqueue(app, "a-run-id", "no-such-agent", queue=queue, input_json="{}", into=pipe)
+        assert redis_client.llen(queue) == 0 and not redis_client.exists(f"{queue}:record")
+        pipe.execute()
+        assert redis_client.get(f"{queue}:record") == b"stored"
+        assert redis_client.llen(queue) == 1
+        assert b'"a-run-id"' in redis_client.lindex(queue, 0)
+        assert [e["uuid"] for e in _task_events(events)] == ["a-run-id"]  # not the dropped one
+        enqueue(app, "later-run", "no-such-agent", queue=queue, input_json="{}")
+        assert redis_client.llen(queue) == 2  # outside the block, a publish goes out at once
+    finally:
+        redis_client.delete(queue, f"{queue}:record")
+        events.close()
+
+
+def test_only_a_broker_on_the_run_stores_redis_takes_messages_into_its_pipelines(redis_url):
+    from tasks.broker import can_enqueue_into
+
+    same = new_app(Settings(redis_url=redis_url))
+    assert can_enqueue_into(same, redis_url)
+    other_db = redis_url.rsplit("/", 1)[0] + "/9"
+    assert not can_enqueue_into(new_app(Settings(redis_url=redis_url, broker_url=other_db)),
+                                redis_url)
+    amqp = new_app(Settings(redis_url=redis_url, broker_url="amqp://guest@127.0.0.1:5672//"))
+    assert not can_enqueue_into(amqp, redis_url)
+    prefixed = new_app(Settings(redis_url=redis_url))
+    prefixed.conf.broker_transport_options = {"global_keyprefix": "x:"}
+    assert not can_enqueue_into(prefixed, redis_url)

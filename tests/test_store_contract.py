@@ -295,3 +295,26 @@ def test_wait_gives_the_run_as_it_is_when_the_timeout_passes(store):
     assert 0.25 <= time.monotonic() - began < WAIT_S
     with pytest.raises(RunNotFound):
         store.wait("no-such-run", 0.1)
+
+
+def test_redis_create_lands_with_what_then_adds_or_not_at_all(redis_url):
+    """RedisRunStore.create(then=...): the caller's commands (a run's broker message) join the
+    runs' MULTI; when `then` raises, nothing is stored."""
+    store = RedisRunStore(redis.Redis.from_url(redis_url), ttl_s=TTL_S, max_events=1000)
+    extra = f"then-test-{uuid.uuid4().hex}"
+    kept = record()
+    store.create([kept], then=lambda pipe: pipe.set(extra, "1"))
+    assert store.get(kept["run_id"].strip('"')) is not None
+    assert store.client.get(extra) == b"1"
+
+    lost = record()
+
+    def fails(pipe):
+        pipe.set(extra + "-never", "1")
+        raise RuntimeError("the broker message could not be built")
+
+    with pytest.raises(RuntimeError):
+        store.create([lost], then=fails)
+    assert store.get(lost["run_id"].strip('"')) is None
+    assert not store.client.exists(extra + "-never")
+    store.client.delete(extra)
