@@ -145,10 +145,12 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         rt = runtime()
         meter = CpuMeter(worker.proc.pid, server.process.pid)
         stock_meter = CpuMeter(stock.proc.pid, server.process.pid)
-        runcast_side(tasks, rt, 20)  # warm up: connections, the shared loop
-        # Every thread of the pool started, each with the Celery result backend it makes on
-        # its first task, and the by-hand side's connections opened: paid once per thread, by
-        # whichever side came first, unless paid here
+        # Warm-up, every side at full size once: every thread of the pool started, each with
+        # the Celery result backend it makes on its first task, the by-hand side's connections
+        # and runcast's (a connection per run claiming or finishing at once) opened, the
+        # shared loop started: paid once per process, by whichever side came first, unless
+        # paid here
+        runcast_side(tasks, rt, runs)
         bare_side(emit_task, runs, args=(5, IO_STEP_S))
         bare_side(sleep_task, runs, args=(0.5,), queue=STOCK_QUEUE)  # the stock worker's threads
         per_round = []

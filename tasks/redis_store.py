@@ -23,6 +23,7 @@ from streaming.constants import (
     RUN_KEY,
     RUNNING_KEY,
     RUNS_INDEX_KEY,
+    SUBSCRIBE_CONFIRM_S,
     UNFINISHED_RUN_TTL_S,
     WORKERS_KEY,
 )
@@ -268,13 +269,21 @@ class RedisRunStore(RedisBatches, RunStore):
         return public(run)
 
     def wait(self, run_id: str, timeout: float | None) -> dict[str, Any]:
-        """Woken by the run's events (its pub/sub channel): a terminal event ends the wait."""
+        """Woken by the run's events (its pub/sub channel): a terminal event ends the wait.
+
+        Read first: a run that has ended (what a caller waiting for many in turn mostly finds)
+        costs one read, no subscription; one still going is read again once subscribed, so its
+        terminal event cannot slip between the read and the subscription."""
+        run = self._require(run_id)
+        if run["status"] in TERMINAL or timeout == 0:
+            return run
         deadline = None if timeout is None else time.monotonic() + timeout
         channel = events_channel(run_id)
         wanted = channel.encode()
         pubsub = self._take_pubsub()
         try:
             pubsub.subscribe(channel)
+            _confirmed(pubsub, wanted)  # else the read below may come first, and miss the end
             run = self._require(run_id)
             while run["status"] not in TERMINAL:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -366,3 +375,16 @@ class RedisRunStore(RedisBatches, RunStore):
 def _close_quietly(pubsub: Any) -> None:
     with contextlib.suppress(Exception):
         pubsub.close()
+
+
+def _confirmed(pubsub: Any, channel: bytes) -> None:
+    """Wait (up to SUBSCRIBE_CONFIRM_S) until Redis confirms the subscription to `channel`.
+
+    redis-py's subscribe() only sends the command; a read on another connection may reach
+    Redis first, and an event published in between is then neither read nor heard (the wait
+    would end only at its once-a-second check). Replies of earlier waits are skipped."""
+    deadline = time.monotonic() + SUBSCRIBE_CONFIRM_S
+    while (left := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=left)
+        if message is not None and message["type"] == "subscribe" and message["channel"] == channel:
+            return

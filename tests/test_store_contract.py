@@ -318,3 +318,25 @@ def test_redis_create_lands_with_what_then_adds_or_not_at_all(redis_url):
     assert store.get(lost["run_id"].strip('"')) is None
     assert not store.client.exists(extra + "-never")
     store.client.delete(extra)
+
+
+def test_a_wait_is_subscribed_before_it_reads_the_run_again(redis_url):
+    """redis-py's subscribe() only sends the command: the wait takes Redis' confirmation before
+    its second read, so an end published after that read is heard, not found a second later.
+    Replies left by an earlier wait on the same connection are skipped."""
+    from tasks.redis_store import _confirmed
+
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe("earlier-wait")
+        pubsub.unsubscribe("earlier-wait")  # its two replies are still unread
+        pubsub.subscribe("this-wait")
+        _confirmed(pubsub, b"this-wait")
+        assert client.pubsub_numsub("this-wait") == [(b"this-wait", 1)]
+        assert client.publish("this-wait", "end") == 1
+        message = pubsub.get_message(timeout=2)
+        assert message is not None and message["type"] == "message" and message["data"] == b"end"
+    finally:
+        pubsub.close()
+        client.close()
