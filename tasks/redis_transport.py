@@ -32,6 +32,7 @@ Used for `redis://` brokers (tasks.celery_config); other schemes keep kombu's ow
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from tasks.constants import BROKER_FETCH_MAX
+
+log = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):
@@ -116,15 +119,15 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     _runcast_client: Any = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._no_ack_queues: set[str] = set()  # before kombu's init, which may consume
+        super().__init__(*args, **kwargs)
+
     def create_publish_batch(self, max_size: int) -> Any:
         pipeline = getattr(_into, "pipeline", None)
         if pipeline is not None:
             return IntoPipeline(self, pipeline)
         return super().create_publish_batch(max_size)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._no_ack_queues: set[str] = set()  # before kombu's init, which may consume
-        super().__init__(*args, **kwargs)
 
     def basic_consume(self, queue: str, no_ack: bool = False, *args: Any, **kwargs: Any) -> Any:
         # a queue consumed without acknowledgements has nothing to register: kombu's pace
@@ -158,10 +161,7 @@ class Channel(kombu_redis.Channel):
         payloads = [loads(bytes_to_str(item))]
         room = self._fetch_room(queue)
         if room:
-            more = self._create_client().rpop(key, room) or []
-            if more:
-                payloads += [loads(bytes_to_str(raw)) for raw in more]
-                self.qos.register(payloads)
+            payloads += self._fetch_more(key, room, payloads)
         failure = None
         for payload in payloads:  # each one, whatever another's callback raised
             try:
@@ -171,6 +171,21 @@ class Channel(kombu_redis.Channel):
         if failure is not None:
             raise failure
         return True
+
+    def _fetch_more(self, key: str, room: int, taken: list[dict]) -> list[dict]:
+        """Up to `room` more messages of `key`, registered with `taken` (the BRPOP's). A failure
+        costs the batch, not the message in hand: what was taken goes on through kombu's own
+        registration, one by one, as it would have."""
+        more: list[dict] = []
+        try:
+            more = [loads(bytes_to_str(raw))
+                    for raw in self._create_client().rpop(key, room) or []]
+            if more:
+                self.qos.register(taken + more)
+        except Exception:  # a broken connection shows again at the next BRPOP
+            log.warning("taking more messages of %s failed; one by one instead", key,
+                        exc_info=True)
+        return more
 
     def _fetch_room(self, queue: str) -> int:
         """How many more messages the prefetch limit lets this fetch take (besides the one)."""

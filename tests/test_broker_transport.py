@@ -213,3 +213,24 @@ def test_only_a_broker_on_the_run_stores_redis_takes_messages_into_its_pipelines
     prefixed = new_app(Settings(redis_url=redis_url))
     prefixed.conf.broker_transport_options = {"global_keyprefix": "x:"}
     assert not can_enqueue_into(prefixed, redis_url)
+
+
+def test_a_failed_bulk_fetch_keeps_the_message_in_hand(server, admin):
+    """Redis refuses the extra RPOP (here: an ACL user without it): the message BRPOP gave goes
+    on through kombu's own registration, and the rest stay queued for the next fetch."""
+    admin.acl_setuser("nofetch", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-rpop"])
+    url = server.url.replace("redis://", "redis://nofetch:pw@")
+    name = f"bulk-refused-{time.monotonic_ns()}"
+    _publish(server.url, name, 3)
+    connection, channel, received = _consume(url, name, prefetch=10)
+    try:
+        connection.drain_events(timeout=5)
+        assert [body["i"] for body, _ in received] == [0]
+        assert admin.llen(name) == 2
+        assert admin.hlen(channel.unacked_key) == 1  # registered by kombu, one by one
+        assert channel.qos.registered == set()
+        received[0][1].ack()
+        assert admin.hlen(channel.unacked_key) == 0
+    finally:
+        connection.release()
