@@ -140,7 +140,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         worker = start_worker(server.url, name="bench-io", concurrency=runs,
                               extra_args=["--pool", "threads"], RUNCAST_AGENTS=AGENT_MODULES)
         # the context side's plain Celery worker, idle while the others run
-        stock = start_worker(server.url, name="bench-stock", concurrency=runs, app="benchmarks.bare_worker",
+        stock = start_worker(server.url, name="bench-stock", concurrency=runs,
+                             app="benchmarks.bare_worker",
                              extra_args=["--pool", "threads", "-Q", STOCK_QUEUE])
         rt = runtime()
         meter = CpuMeter(worker.proc.pid, server.process.pid)
@@ -162,9 +163,10 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
             sides = sides[i % 4:] + sides[:i % 4]  # each side first in turn
             r = {}
             for name, run in sides:
-                side_meter = stock_meter if name == "bare_stock" else meter
+                side_worker, side_meter = ((stock, stock_meter) if name == "bare_stock"
+                                           else (worker, meter))
                 cpu_before = side_meter.sample()[0]
-                with PeakRss(stock.proc.pid if name == "bare_stock" else worker.proc.pid) as rss:
+                with PeakRss(side_worker.proc.pid) as rss:
                     r[f"{name}_s"] = run()
                     settle(side_meter)  # the side's tail (acks, task events) is its own
                 r[f"{name}_cpu_ms"] = (side_meter.sample()[0] - cpu_before) / runs * 1000

@@ -10,6 +10,7 @@ configurations), each with its own app; `tasks.celeryapp` keeps the one `celery 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from typing import Any
@@ -77,7 +78,7 @@ class Runtime:
         behind (BrokerUnavailable). Where the broker is the run store's Redis
         (tasks.broker.can_enqueue_into), both go in one MULTI: one round trip, and the run and
         its message land together or not at all."""
-        if self.redis is not None and can_enqueue_into(self.app, self.settings.redis_url):
+        if self._one_multi_per_submit:
             self.store.create([record], then=lambda pipe: enqueue(
                 self.app, run_id, agent, into=pipe, input_json=record["input"]))
             return
@@ -87,6 +88,12 @@ class Runtime:
         except BrokerUnavailable:
             self.store.delete([run_id])
             raise
+
+    @functools.cached_property
+    def _one_multi_per_submit(self) -> bool:
+        """Whether a submit's run and message share one MULTI: the app's broker settings, read
+        once (Celery's configuration lookups are not free on every submit)."""
+        return self.redis is not None and can_enqueue_into(self.app, self.settings.redis_url)
 
     def enqueue(self, run_id: str, agent: str, attempt: int = 1, producer: Any = None,
                 queue: str | None = None, input_json: str | None = None) -> None:
