@@ -61,7 +61,10 @@ def print_goals(results: dict) -> None:
             f"HTTP path (POST /runs + GET /wait): {http['runcast_throughput_per_s']}/s vs bare "
             f"Celery {http['bare_throughput_per_s']}/s = {http['throughput_ratio']}x (goal >= "
             f"0.6); p50 {http['runcast_p50_ms']} ms vs {http['bare_p50_ms']} ms "
-            f"(+{http['p50_delta_ms']} ms, goal <= 3)")
+            f"(+{http['p50_delta_ms']} ms, goal <= 3); CPU per run (all processes) "
+            f"{sum(http['cpu_ms_per_run']['runcast'].values()):.2f} ms, of which the API "
+            f"{http['cpu_ms_per_run']['runcast'].get('api', 0):.2f} ms, vs "
+            f"{sum(http['cpu_ms_per_run']['bare'].values()):.2f} ms")
     if io := results.get("benchmarks.io_bound"):
         lines.append(
             f"I/O-bound ({io['runs']} async runs of 20 x 100 ms at once, one worker process): "

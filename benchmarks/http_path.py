@@ -14,6 +14,8 @@ A third side, for context (not the goal's baseline): bare Celery behind a minima
 as runcast's API is; it prices the HTTP hop itself. Each side goes first in turn.
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
+Where the time goes: the machine is CPU-bound during the throughput phase, so each side's CPU per
+run is reported by process (this process's callers, the API, the worker with its pool, Redis).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def bare_throughput(noop, m: int) -> float:
 
 def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -> dict:
     from benchmarks.bare import AGENT_MODULES, set_up_sides
+    from benchmarks.runs import _children, _cpu_s
     from tests.redis_server import RedisServer
     from tests.services import start_api, start_worker
 
@@ -131,6 +134,22 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
         bare_api, bare_url = start_api(server.url, app="benchmarks.bare_http:app",
                                        ready_path="/docs")
+        processes = {"callers": os.getpid(), "api": api.proc.pid, "bare_api": bare_api.proc.pid,
+                     "redis": server.process.pid, "worker": worker.proc.pid}
+        pool = _children(worker.proc.pid)  # replaced only on a crash
+
+        def cpu_s() -> dict[str, float]:
+            used = {name: _cpu_s(pid) for name, pid in processes.items()}
+            used["worker"] += sum(_cpu_s(pid) for pid in pool)
+            return used
+
+        def metered(name: str, throughput: Callable[[], float], r: dict[str, float]) -> None:
+            before = cpu_s()
+            r[f"{name}_per_s"] = throughput()
+            after = cpu_s()
+            for process, used in after.items():
+                r[f"{name}_cpu_ms:{process}"] = (used - before[process]) / m * 1000
+
         http_round_trips(url, WARM_UP, RUNCAST)
         http_round_trips(bare_url, WARM_UP, BARE_HTTP)
         bare_round_trips(noop, WARM_UP)
@@ -147,7 +166,7 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
             for name, trips, _ in sides:
                 r[f"{name}_p50_ms"] = statistics.median(trips()) * 1000
             for name, _, throughput in sides:
-                r[f"{name}_per_s"] = throughput()
+                metered(name, throughput, r)
             per_round.append(r)
             print(f"round {i + 1}/{rounds}: p50 runcast {r['runcast_p50_ms']:.2f} ms, bare "
                   f"{r['bare_p50_ms']:.2f} ms, bare over HTTP {r['bare_http_p50_ms']:.2f} ms; "
@@ -162,6 +181,10 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
 
     def med(key: str) -> float:
         return round(statistics.median(r[key] for r in per_round), 3)
+
+    cpu = {side: {key.split(":")[1]: med(key) for key in per_round[0]
+                  if key.startswith(f"{side}_cpu_ms:") and med(key) >= 0.005}
+           for side in ("runcast", "bare", "bare_http")}
 
     ratio = statistics.median(r["runcast_per_s"] / r["bare_per_s"] for r in per_round)
     delta = statistics.median(r["runcast_p50_ms"] - r["bare_p50_ms"] for r in per_round)
@@ -179,6 +202,7 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
         "bare_http_throughput_per_s": med("bare_http_per_s"),
         "bare_http_p50_ms": med("bare_http_p50_ms"),
         "throughput_ratio_vs_bare_http": round(http_ratio, 3),
+        "cpu_ms_per_run": cpu,
         "p50_delta_vs_bare_http_ms": round(http_delta, 3),
         "load_average": os.getloadavg(),
         "throughput_target_met": ratio >= THROUGHPUT_TARGET,
@@ -188,6 +212,9 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
           f"{result['runcast_p50_ms']} ms vs bare {result['bare_p50_ms']} ms (+{delta:.2f} ms, "
           f"goal <= {P50_TARGET_MS}); beside bare Celery behind FastAPI: throughput "
           f"{http_ratio:.2f}x, p50 {http_delta:+.2f} ms", flush=True)
+    for side, used in cpu.items():
+        print(f"  CPU per run, {side}: {sum(used.values()):.2f} ms ("
+              + ", ".join(f"{process} {ms:.2f}" for process, ms in used.items()) + ")", flush=True)
     return result
 
 
