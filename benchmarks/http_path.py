@@ -14,8 +14,8 @@ A third side, for context (not the goal's baseline): bare Celery behind a minima
 as runcast's API is; it prices the HTTP hop itself. Each side goes first in turn.
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
-Where the time goes: the machine is CPU-bound during the throughput phase, so each side's CPU per
-run is reported by process (this process's callers, the API, the worker with its pool, Redis).
+Where the time goes: on a two-core machine the throughput phase is CPU-bound, so each side's CPU
+per run is reported by process (this process's callers, the API, the worker with its pool, Redis).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def bare_throughput(noop, m: int) -> float:
 
 def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -> dict:
     from benchmarks.bare import AGENT_MODULES, set_up_sides
-    from benchmarks.runs import _children, _cpu_s
+    from benchmarks.runs import child_pids, cpu_seconds
     from tests.redis_server import RedisServer
     from tests.services import start_api, start_worker
 
@@ -136,11 +136,11 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
                                        ready_path="/docs")
         processes = {"callers": os.getpid(), "api": api.proc.pid, "bare_api": bare_api.proc.pid,
                      "redis": server.process.pid, "worker": worker.proc.pid}
-        pool = _children(worker.proc.pid)  # replaced only on a crash
+        pool = child_pids(worker.proc.pid)  # replaced only on a crash
 
         def cpu_s() -> dict[str, float]:
-            used = {name: _cpu_s(pid) for name, pid in processes.items()}
-            used["worker"] += sum(_cpu_s(pid) for pid in pool)
+            used = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            used["worker"] += sum(cpu_seconds(pid) for pid in pool)
             return used
 
         def metered(name: str, throughput: Callable[[], float], r: dict[str, float]) -> None:

@@ -86,12 +86,12 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -111,8 +111,9 @@ class CpuMeter:
     def sample(self) -> tuple[float, float]:
         if not self.available:
             return 0.0, 0.0
-        pool = _children(self.worker_pid)  # pool processes are replaced only on a crash
-        others = _cpu_s(self.worker_pid) + sum(_cpu_s(p) for p in pool) + _cpu_s(self.redis_pid)
+        pool = child_pids(self.worker_pid)  # pool processes are replaced only on a crash
+        others = (cpu_seconds(self.worker_pid) + sum(cpu_seconds(p) for p in pool)
+                  + cpu_seconds(self.redis_pid))
         return others + sum(os.times()[:2]), time.perf_counter()
 
 
