@@ -24,13 +24,13 @@ import sys
 import time
 from collections.abc import Callable
 
-import httpx
-
+from benchmarks.http_path import RUNCAST
 from benchmarks.runs import cpu_seconds
+from tests.services import http_client
 
 REQUESTS = 2000
 ROUNDS = 3
-RUN_BODY = {"agent": "bench_noop", "input": {}}
+RUN_BODY = RUNCAST.body  # the HTTP path's no-op run
 
 
 class StdlibClient:
@@ -55,7 +55,7 @@ class StdlibClient:
 
 class HttpxClient:
     def __init__(self, url: str) -> None:
-        self.client = httpx.Client(base_url=url, timeout=60)
+        self.client = http_client(url)
 
     def request(self, method: str, path: str, body: dict | None = None) -> bytes:
         response = self.client.request(method, path, json=body)

@@ -120,7 +120,7 @@ def bare_throughput(noop, m: int) -> float:
 
 def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -> dict:
     from benchmarks.bare import AGENT_MODULES, set_up_sides
-    from benchmarks.runs import child_pids, cpu_seconds
+    from benchmarks.runs import CpuMeter
     from tests.redis_server import RedisServer
     from tests.services import start_api, start_worker
 
@@ -134,19 +134,13 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
         bare_api, bare_url = start_api(server.url, app="benchmarks.bare_http:app",
                                        ready_path="/docs")
-        processes = {"callers": os.getpid(), "api": api.proc.pid, "bare_api": bare_api.proc.pid,
-                     "redis": server.process.pid, "worker": worker.proc.pid}
-        pool = child_pids(worker.proc.pid)  # replaced only on a crash
-
-        def cpu_s() -> dict[str, float]:
-            used = {name: cpu_seconds(pid) for name, pid in processes.items()}
-            used["worker"] += sum(cpu_seconds(pid) for pid in pool)
-            return used
+        meter = CpuMeter(worker.proc.pid, server.process.pid, api=api.proc.pid,
+                         bare_api=bare_api.proc.pid)
 
         def metered(name: str, throughput: Callable[[], float], r: dict[str, float]) -> None:
-            before = cpu_s()
+            before = meter.by_process()
             r[f"{name}_per_s"] = throughput()
-            after = cpu_s()
+            after = meter.by_process()
             for process, used in after.items():
                 r[f"{name}_cpu_ms:{process}"] = (used - before[process]) / m * 1000
 

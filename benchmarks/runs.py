@@ -102,19 +102,24 @@ def child_pids(pid: int) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds of the worker (main + pool processes), redis-server and this process."""
+    """CPU seconds of the worker (main + pool processes), redis-server, this process and any
+    `other` processes named at construction."""
 
-    def __init__(self, worker_pid: int, redis_pid: int) -> None:
-        self.worker_pid, self.redis_pid = worker_pid, redis_pid
+    def __init__(self, worker_pid: int, redis_pid: int, **other: int) -> None:
+        self.worker_pid, self.redis_pid, self.other = worker_pid, redis_pid, other
         self.available = os.path.exists(f"/proc/{worker_pid}/stat")
 
-    def sample(self) -> tuple[float, float]:
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds so far: worker, redis, this process ("callers") and each named other."""
         if not self.available:
-            return 0.0, 0.0
+            return {}
         pool = child_pids(self.worker_pid)  # pool processes are replaced only on a crash
-        others = (cpu_seconds(self.worker_pid) + sum(cpu_seconds(p) for p in pool)
-                  + cpu_seconds(self.redis_pid))
-        return others + sum(os.times()[:2]), time.perf_counter()
+        return {"worker": cpu_seconds(self.worker_pid) + sum(cpu_seconds(p) for p in pool),
+                "redis": cpu_seconds(self.redis_pid), "callers": sum(os.times()[:2]),
+                **{name: cpu_seconds(pid) for name, pid in self.other.items()}}
+
+    def sample(self) -> tuple[float, float]:
+        return sum(self.by_process().values()), time.perf_counter()
 
 
 # -- the benchmark -------------------------------------------------------------------------------
