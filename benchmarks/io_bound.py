@@ -29,8 +29,11 @@ medians over rounds), runcast / bare-with-events, runcast / bare-on-a-plain-work
 process's peak RSS while each side ran, and on runcast's side how long the
 submitting took and when the last run started (its claim): how far the worker's consumer fell
 behind the submitting (it takes up to 64 messages per round trip, tasks/redis_transport.py; one
-at a time, the last of a thousand started 1.5 s after the submitting ended). Goal: runcast no
-slower.
+at a time, the last of a thousand started 1.5 s after the submitting ended), and on runcast's
+and the bare side how long a task waits from its submit to its start (median; the bare task's
+start is when its result was stored less its 2 s; below zero when it began before the submit
+call returned, which publishes its task-sent event after the message). Where that wait goes, stage by stage:
+benchmarks.io_start. Goal: runcast no slower.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Self
 
 from benchmarks.runs import CpuMeter
@@ -54,6 +57,8 @@ SUBMIT_THREADS = 8
 EVENTS_PER_RUN = 22
 SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
 STARTED_S: list[float] = []  # when the last run started (its claim), per runcast side
+# per side and round, the median wait from a submit call's return to its task's start
+START_LAG_MS: dict[str, list[float]] = {"runcast": [], "bare": []}
 RATIO_TARGET = 1.0
 STOCK_QUEUE = "bench-stock"  # the plain Celery worker's (benchmarks.bare_worker)
 
@@ -93,8 +98,16 @@ def settle(meter: CpuMeter, quiet_share: float = 0.05, timeout_s: float = 15.0) 
 
 def runcast_side(tasks, rt, n: int) -> float:
     started, wall_start = time.perf_counter(), time.time()
+    submitted: list[float] = []  # when each submit call returned (time.time())
+
+    def submit(_: int) -> str:
+        run_id = tasks.submit("bench_io", {})
+        submitted.append(time.time())
+        return run_id
+
     with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        ids = list(pool.map(lambda _: tasks.submit("bench_io", {}), range(n)))
+        ids = list(pool.map(submit, range(n)))
+    submitted.sort()  # the k-th submit to return, beside the k-th run to start
     SUBMIT_S.append(time.perf_counter() - started)
     deadline = time.monotonic() + 300
     statuses = []
@@ -110,22 +123,47 @@ def runcast_side(tasks, rt, n: int) -> float:
     short = [r for r in runs if r["last_seq"] != EVENTS_PER_RUN]
     if short:
         raise AssertionError(f"{len(short)} runs do not have {EVENTS_PER_RUN} events")
-    last_start = max(datetime.fromisoformat(r["started_at"]).timestamp() for r in runs)
-    STARTED_S.append(last_start - wall_start)  # how fast the worker took the runs
+    starts = sorted(datetime.fromisoformat(r["started_at"]).timestamp() for r in runs)
+    STARTED_S.append(starts[-1] - wall_start)  # how fast the worker took the runs
+    START_LAG_MS["runcast"].append(median_lag_ms(submitted, starts))
     return elapsed
 
 
-def bare_side(task, n: int, args: tuple = (), queue: str | None = None) -> float:
+def median_lag_ms(submitted: list[float], starts: list[float]) -> float:
+    """The median wait between the k-th submit call's return and the k-th start (both sorted:
+    a queue served in order, so each task's own wait, without matching ids)."""
+    return statistics.median(s - t for t, s in zip(submitted, starts, strict=True)) * 1000
+
+
+def bare_side(task, n: int, args: tuple = (), queue: str | None = None,
+              lag_of_sleep_s: float | None = None) -> float:
+    """`lag_of_sleep_s`: the tasks only sleep that long; their start (when the result was
+    stored less that) is then recorded beside their submit (START_LAG_MS)."""
     started = time.perf_counter()
+    submitted: list[float] = []
+
+    def send(_: int):
+        result = task.apply_async(args, queue=queue)
+        submitted.append(time.time())
+        return result
+
     with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        results = list(pool.map(lambda _: task.apply_async(args, queue=queue), range(n)))
+        results = list(pool.map(send, range(n)))
     for result in results:
         result.get(timeout=300)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if lag_of_sleep_s is not None:
+        starts = sorted(_utc(r.date_done).timestamp() - lag_of_sleep_s for r in results)
+        START_LAG_MS["bare"].append(median_lag_ms(sorted(submitted), starts))
+    return elapsed
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
-    from benchmarks.bare import AGENT_MODULES, IO_STEP_S, set_up_sides
+    from benchmarks.bare import AGENT_MODULES, IO_STEP_S, IO_STEPS, set_up_sides
     from tests.redis_server import RedisServer
     from tests.services import start_worker
 
@@ -157,7 +195,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         per_round = []
         for i in range(rounds):
             sides = [("runcast", lambda: runcast_side(tasks, rt, runs)),
-                     ("bare", lambda: bare_side(sleep_task, runs)),
+                     ("bare", lambda: bare_side(sleep_task, runs,
+                                                lag_of_sleep_s=IO_STEPS * IO_STEP_S)),
                      ("bare_events", lambda: bare_side(emit_task, runs)),
                      ("bare_stock", lambda: bare_side(sleep_task, runs, queue=STOCK_QUEUE))]
             sides = sides[i % 4:] + sides[:i % 4]  # each side first in turn
@@ -173,9 +212,12 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                 r[f"{name}_peak_rss_mb"] = rss.peak
             per_round.append(r)
             r["runcast_submit_s"], r["runcast_last_start_s"] = SUBMIT_S[-1], STARTED_S[-1]
+            r["runcast_start_lag_ms"] = START_LAG_MS["runcast"][-1]
+            r["bare_start_lag_ms"] = START_LAG_MS["bare"][-1]
             print(f"round {i + 1}/{rounds}: runcast {r['runcast_s']:.2f} s (submitted in "
                   f"{r['runcast_submit_s']:.2f} s, the last run started at "
-                  f"{r['runcast_last_start_s']:.2f} s; worker peak RSS "
+                  f"{r['runcast_last_start_s']:.2f} s, a run's start {r['runcast_start_lag_ms']:.0f} "
+                  f"ms after its submit, p50, bare's {r['bare_start_lag_ms']:.0f} ms; worker peak RSS "
                   f"{r['runcast_peak_rss_mb']:.0f} MB), bare {r['bare_s']:.2f} s "
                   f"({r['bare_peak_rss_mb']:.0f} MB), bare with events {r['bare_events_s']:.2f} s, "
                   f"bare on a plain Celery worker {r['bare_stock_s']:.2f} s; CPU per run "
@@ -201,6 +243,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         "bare_peak_rss_mb": med("bare_peak_rss_mb"),
         "runcast_submit_s": med("runcast_submit_s"),
         "runcast_last_start_s": med("runcast_last_start_s"),
+        "runcast_start_lag_ms": med("runcast_start_lag_ms"),
+        "bare_start_lag_ms": med("bare_start_lag_ms"),
         "runcast_cpu_ms_per_run": med("runcast_cpu_ms"), "bare_cpu_ms_per_run": med("bare_cpu_ms"),
         "time_ratio": round(ratio, 3),
         "bare_events_s": med("bare_events_s"),
