@@ -64,7 +64,10 @@ def print_goals(results: dict) -> None:
             f"(+{http['p50_delta_ms']} ms, goal <= 3); CPU per run (all processes) "
             f"{sum(http['cpu_ms_per_run']['runcast'].values()):.2f} ms, of which the API "
             f"{http['cpu_ms_per_run']['runcast'].get('api', 0):.2f} ms, vs "
-            f"{sum(http['cpu_ms_per_run']['bare'].values()):.2f} ms")
+            f"{sum(http['cpu_ms_per_run']['bare'].values()):.2f} ms; with http.client callers "
+            f"instead of httpx (context, not the goal): "
+            f"{http['throughput_ratio_lean_callers']}x, p50 +{http['p50_delta_lean_callers_ms']} "
+            f"ms")
     if io := results.get("benchmarks.io_bound"):
         lines.append(
             f"I/O-bound ({io['runs']} async runs of 20 x 100 ms at once, one worker process): "

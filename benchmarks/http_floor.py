@@ -16,7 +16,6 @@ Medians over ROUNDS rounds.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import statistics
@@ -24,33 +23,13 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks.http_path import RUNCAST
+from benchmarks.http_path import RUNCAST, LeanClient
 from benchmarks.runs import cpu_seconds
 from tests.services import http_client
 
 REQUESTS = 2000
 ROUNDS = 3
 RUN_BODY = RUNCAST.body  # the HTTP path's no-op run
-
-
-class StdlibClient:
-    """http.client behind the small part of httpx.Client's interface used here."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
-
-    def request(self, method: str, path: str, body: dict | None = None) -> bytes:
-        headers = {"content-type": "application/json"} if body is not None else {}
-        self.conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status >= 400:
-            raise AssertionError(f"{method} {path}: {response.status} {data[:200]!r}")
-        return data
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class HttpxClient:
@@ -115,7 +94,7 @@ def main(n: int = REQUESTS, rounds: int = ROUNDS) -> dict:
         api, url = start_api(server.url, RUNCAST_AGENTS=AGENT_MODULES)
         apis.append(api)
         for _ in range(rounds):
-            for client_name, make in (("httpx", HttpxClient), ("http.client", StdlibClient)):
+            for client_name, make in (("httpx", HttpxClient), ("http.client", LeanClient)):
                 for name, cpu in one_round(make, (raw, raw_url), (empty, empty_url), (api, url),
                                            n):
                     figures.setdefault(f"{name} [{client_name}]", []).append(cpu)

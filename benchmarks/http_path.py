@@ -11,7 +11,12 @@ process (uvicorn `api.app:app`), then alternates the sides round by round:
     (runcast: an httpx.Client, so a keep-alive connection, per thread; bare: Celery's client).
 A third side, for context (not the goal's baseline): bare Celery behind a minimal FastAPI app
 (benchmarks.bare_http, `POST /tasks` + `GET /tasks/{id}/wait`, under the same uvicorn), called
-as runcast's API is; it prices the HTTP hop itself. Each side goes first in turn.
+as runcast's API is; it prices the HTTP hop itself. A fourth, for context too: runcast's side
+again, its callers on the standard library's http.client (LeanClient) instead of httpx. On one
+2-core machine the callers share the CPU with the API, the worker and Redis, and httpx costs a
+caller about four times what http.client does per request (benchmarks.http_floor): this side
+shows what runcast's server side does when its load generator weighs less. Each side goes
+first in turn.
 Figures are medians over rounds of the per-round pairs. Goals: runcast throughput >= 0.6 x bare;
 runcast p50 within 3 ms of bare.
 Where the time goes: on a two-core machine the throughput phase is CPU-bound, so each side's CPU
@@ -20,6 +25,7 @@ per run is reported by process (this process's callers, the API, the worker with
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import statistics
@@ -28,7 +34,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import httpx
 
@@ -58,6 +65,40 @@ BARE_HTTP = Api("/tasks", None, "task_id", "/tasks/{}/wait",  # benchmarks.bare_
                 lambda done: done["state"] == "SUCCESS")
 
 
+class LeanClient:
+    """The standard library's http.client (one keep-alive connection) behind the part of
+    httpx.Client's interface the benchmarks use: `request`, `post` and `get`."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def request(self, method: str, path: str, body: Any = None) -> bytes:
+        headers = {"content-type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status >= 400:
+            raise AssertionError(f"{method} {path}: {response.status} {data[:200]!r}")
+        return data
+
+    def post(self, path: str, json: Any = None) -> _Reply:
+        return _Reply(self.request("POST", path, json))
+
+    def get(self, path: str, params: dict | None = None) -> _Reply:
+        return _Reply(self.request("GET", f"{path}?{urlencode(params)}" if params else path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Reply(NamedTuple):
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 def _submit(http: httpx.Client, api: Api) -> str:
     return http.post(api.submit_path, json=api.body).json()[api.id_field]
 
@@ -68,13 +109,20 @@ def _wait(http: httpx.Client, api: Api, run_id: str, timeout: float) -> None:
         raise AssertionError(f"a run did not succeed: {done}")
 
 
-def http_round_trips(url: str, n: int, api: Api) -> list[float]:
+def _httpx_client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=60)
+
+
+def http_round_trips(url: str, n: int, api: Api, client=_httpx_client) -> list[float]:
     times = []
-    with httpx.Client(base_url=url, timeout=60) as http:
+    http = client(url)
+    try:
         for _ in range(n):
             start = time.perf_counter()
             _wait(http, api, _submit(http, api), 30)
             times.append(time.perf_counter() - start)
+    finally:
+        http.close()
     return times
 
 
@@ -87,15 +135,15 @@ def bare_round_trips(noop, n: int) -> list[float]:
     return times
 
 
-def http_throughput(url: str, m: int, api: Api) -> float:
+def http_throughput(url: str, m: int, api: Api, client=_httpx_client) -> float:
     """As bare_throughput does it: CALLERS threads submit the M runs, then wait for each; a
-    keep-alive connection per thread."""
+    keep-alive connection per thread (`client(url)`: httpx's by default)."""
     local = threading.local()
     clients: list[httpx.Client] = []
 
     def http() -> httpx.Client:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url, timeout=60)
+            local.client = client(url)
             clients.append(local.client)
         return local.client
 
@@ -106,8 +154,8 @@ def http_throughput(url: str, m: int, api: Api) -> float:
             list(pool.map(lambda run_id: _wait(http(), api, run_id, 60), ids))
         return m / (time.perf_counter() - start)
     finally:
-        for client in clients:
-            client.close()
+        for open_client in clients:
+            open_client.close()
 
 
 def bare_throughput(noop, m: int) -> float:
@@ -154,8 +202,10 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
                      ("bare", lambda: bare_round_trips(noop, n),
                       lambda: bare_throughput(noop, m)),
                      ("bare_http", lambda: http_round_trips(bare_url, n, BARE_HTTP),
-                      lambda: http_throughput(bare_url, m, BARE_HTTP))]
-            sides = sides[i % 3:] + sides[:i % 3]  # each side first in turn
+                      lambda: http_throughput(bare_url, m, BARE_HTTP)),
+                     ("runcast_lean", lambda: http_round_trips(url, n, RUNCAST, LeanClient),
+                      lambda: http_throughput(url, m, RUNCAST, LeanClient))]
+            sides = sides[i % len(sides):] + sides[:i % len(sides)]  # each side first in turn
             r: dict[str, float] = {}
             for name, trips, _ in sides:
                 r[f"{name}_p50_ms"] = statistics.median(trips()) * 1000
@@ -165,7 +215,9 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
             print(f"round {i + 1}/{rounds}: p50 runcast {r['runcast_p50_ms']:.2f} ms, bare "
                   f"{r['bare_p50_ms']:.2f} ms, bare over HTTP {r['bare_http_p50_ms']:.2f} ms; "
                   f"throughput runcast {r['runcast_per_s']:.0f}/s, bare {r['bare_per_s']:.0f}/s, "
-                  f"bare over HTTP {r['bare_http_per_s']:.0f}/s; load {os.getloadavg()[0]:.1f}",
+                  f"bare over HTTP {r['bare_http_per_s']:.0f}/s, runcast with http.client "
+                  f"callers {r['runcast_lean_per_s']:.0f}/s (p50 {r['runcast_lean_p50_ms']:.2f} "
+                  f"ms); load {os.getloadavg()[0]:.1f}",
                   flush=True)
     finally:
         for process in (api, bare_api, worker):
@@ -178,12 +230,15 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
 
     cpu = {side: {key.split(":")[1]: med(key) for key in per_round[0]
                   if key.startswith(f"{side}_cpu_ms:") and med(key) >= 0.005}
-           for side in ("runcast", "bare", "bare_http")}
+           for side in ("runcast", "bare", "bare_http", "runcast_lean")}
 
     ratio = statistics.median(r["runcast_per_s"] / r["bare_per_s"] for r in per_round)
     delta = statistics.median(r["runcast_p50_ms"] - r["bare_p50_ms"] for r in per_round)
     http_ratio = statistics.median(r["runcast_per_s"] / r["bare_http_per_s"] for r in per_round)
     http_delta = statistics.median(r["runcast_p50_ms"] - r["bare_http_p50_ms"]
+                                   for r in per_round)
+    lean_ratio = statistics.median(r["runcast_lean_per_s"] / r["bare_per_s"] for r in per_round)
+    lean_delta = statistics.median(r["runcast_lean_p50_ms"] - r["bare_p50_ms"]
                                    for r in per_round)
     result = {
         "worker": f"RUNCAST_AGENTS={AGENT_MODULES} celery -A tasks worker -c "
@@ -196,6 +251,10 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
         "bare_http_throughput_per_s": med("bare_http_per_s"),
         "bare_http_p50_ms": med("bare_http_p50_ms"),
         "throughput_ratio_vs_bare_http": round(http_ratio, 3),
+        "runcast_lean_callers_throughput_per_s": med("runcast_lean_per_s"),
+        "runcast_lean_callers_p50_ms": med("runcast_lean_p50_ms"),
+        "throughput_ratio_lean_callers": round(lean_ratio, 3),
+        "p50_delta_lean_callers_ms": round(lean_delta, 3),
         "cpu_ms_per_run": cpu,
         "p50_delta_vs_bare_http_ms": round(http_delta, 3),
         "load_average": os.getloadavg(),
@@ -205,7 +264,8 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
     print(f"HTTP path: throughput {ratio:.2f}x bare (goal >= {THROUGHPUT_TARGET}); p50 runcast "
           f"{result['runcast_p50_ms']} ms vs bare {result['bare_p50_ms']} ms (+{delta:.2f} ms, "
           f"goal <= {P50_TARGET_MS}); beside bare Celery behind FastAPI: throughput "
-          f"{http_ratio:.2f}x, p50 {http_delta:+.2f} ms", flush=True)
+          f"{http_ratio:.2f}x, p50 {http_delta:+.2f} ms; runcast with http.client callers "
+          f"(context): {lean_ratio:.2f}x bare, p50 {lean_delta:+.2f} ms", flush=True)
     for side, used in cpu.items():
         print(f"  CPU per run, {side}: {sum(used.values()):.2f} ms ("
               + ", ".join(f"{process} {ms:.2f}" for process, ms in used.items()) + ")", flush=True)
