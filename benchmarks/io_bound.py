@@ -32,8 +32,8 @@ behind the submitting (it takes up to 64 messages per round trip, tasks/redis_tr
 at a time, the last of a thousand started 1.5 s after the submitting ended), and on runcast's
 and the bare side how long a task waits from its submit to its start (median; the bare task's
 start is when its result was stored less its 2 s; below zero when it began before the submit
-call returned, which publishes its task-sent event after the message). Where that wait goes, stage by stage:
-benchmarks.io_start. Goal: runcast no slower.
+call returned, which publishes its task-sent event after the message). Where that wait goes,
+stage by stage: benchmarks.io_start. Goal: runcast no slower.
 """
 
 from __future__ import annotations
