@@ -32,8 +32,7 @@ from benchmarks.runs import CpuMeter
 from benchmarks.sse import percentile
 
 RUNS = 1000
-CLOCK = "benchmarks.start_clock"
-CLOCK = "benchmarks.start_clock"
+CLOCK = "benchmarks.start_clock"  # the worker-side clock, an agent module
 ROUNDS = 3
 STAGES = {"fetched": ("submitted", "received"), "to thread": ("pooled", "accepted"),
           "started event": ("accepted", "begun"), "in all": ("submitted", "begun")}
@@ -43,8 +42,8 @@ def stages(marks: dict[str, dict[str, float]], submitted: dict[str, float]) -> d
     """Per stage: p50, p90 and max in ms over the side's tasks."""
     out = {}
     for stage, (since, until) in STAGES.items():
-        waits = [(m[until] - (submitted[i] if since == "submitted" else m[since])) * 1000
-                 for i, m in ((i, marks[i]) for i in submitted)]
+        waits = [(marks[i][until] - (at if since == "submitted" else marks[i][since])) * 1000
+                 for i, at in submitted.items()]
         out[stage] = {q: round(percentile(waits, p), 1)
                       for q, p in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))}
     return out
@@ -75,9 +74,7 @@ def main(rounds: int = ROUNDS) -> dict:
         import tasks
         from tasks.celeryapp import runtime
 
-        tasks.load_agents([CLOCK])  # to submit its agent (it only wraps classes of a worker's)
-
-        tasks.load_agents([CLOCK])  # to submit its agent (it only wraps classes of a worker's)
+        tasks.load_agents([CLOCK])  # this process submits its agent; its clock runs in the worker
 
         worker = start_worker(server.url, name="bench-io-start", concurrency=RUNS,
                               extra_args=["--pool", "threads"],
