@@ -1,7 +1,8 @@
 """A clock on each task's way from the worker's consumer to its start (benchmarks.io_start).
 
-Loaded by the probe's worker as an agent module (RUNCAST_AGENTS), never by a runcast service:
-it wraps Celery's worker Request, so that each task, runcast's or bare, has recorded when
+Loaded by the probe's worker as an agent module (RUNCAST_AGENTS; the probe loads it too, to
+submit its agent), never by a runcast service: it wraps Celery's worker Request, so that in the
+worker each task, runcast's or bare, has recorded when
   - received: the consumer made its Request (the message was fetched and decoded);
   - pooled:   the Request was handed to the pool;
   - accepted: a pool thread began it (Celery's on_accepted: the task-started event is sent);
