@@ -39,6 +39,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from tests.services import http_client
+
 ROUNDS = 4
 ROUND_TRIPS = 150
 THROUGHPUT_RUNS = 400
@@ -109,11 +111,7 @@ def _wait(http: httpx.Client, api: Api, run_id: str, timeout: float) -> None:
         raise AssertionError(f"a run did not succeed: {done}")
 
 
-def _httpx_client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=60)
-
-
-def http_round_trips(url: str, n: int, api: Api, client=_httpx_client) -> list[float]:
+def http_round_trips(url: str, n: int, api: Api, client=http_client) -> list[float]:
     times = []
     http = client(url)
     try:
@@ -135,7 +133,7 @@ def bare_round_trips(noop, n: int) -> list[float]:
     return times
 
 
-def http_throughput(url: str, m: int, api: Api, client=_httpx_client) -> float:
+def http_throughput(url: str, m: int, api: Api, client=http_client) -> float:
     """As bare_throughput does it: CALLERS threads submit the M runs, then wait for each; a
     keep-alive connection per thread (`client(url)`: httpx's by default)."""
     local = threading.local()
@@ -232,14 +230,14 @@ def main(rounds: int = ROUNDS, n: int = ROUND_TRIPS, m: int = THROUGHPUT_RUNS) -
                   if key.startswith(f"{side}_cpu_ms:") and med(key) >= 0.005}
            for side in ("runcast", "bare", "bare_http", "runcast_lean")}
 
-    ratio = statistics.median(r["runcast_per_s"] / r["bare_per_s"] for r in per_round)
-    delta = statistics.median(r["runcast_p50_ms"] - r["bare_p50_ms"] for r in per_round)
-    http_ratio = statistics.median(r["runcast_per_s"] / r["bare_http_per_s"] for r in per_round)
-    http_delta = statistics.median(r["runcast_p50_ms"] - r["bare_http_p50_ms"]
-                                   for r in per_round)
-    lean_ratio = statistics.median(r["runcast_lean_per_s"] / r["bare_per_s"] for r in per_round)
-    lean_delta = statistics.median(r["runcast_lean_p50_ms"] - r["bare_p50_ms"]
-                                   for r in per_round)
+    def against(side: str, base: str) -> tuple[float, float]:
+        """Medians over rounds: side's throughput / base's, side's p50 less base's."""
+        return (statistics.median(r[f"{side}_per_s"] / r[f"{base}_per_s"] for r in per_round),
+                statistics.median(r[f"{side}_p50_ms"] - r[f"{base}_p50_ms"] for r in per_round))
+
+    ratio, delta = against("runcast", "bare")
+    http_ratio, http_delta = against("runcast", "bare_http")
+    lean_ratio, lean_delta = against("runcast_lean", "bare")
     result = {
         "worker": f"RUNCAST_AGENTS={AGENT_MODULES} celery -A tasks worker -c "
                   f"{WORKER_CONCURRENCY}; one uvicorn api.app:app",

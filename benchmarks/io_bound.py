@@ -44,9 +44,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Self
+from typing import Any, Self
 
 from benchmarks.runs import CpuMeter
 from benchmarks.sse import rss_mb
@@ -96,18 +97,28 @@ def settle(meter: CpuMeter, quiet_share: float = 0.05, timeout_s: float = 15.0) 
         cpu, at = cpu_now, at_now
 
 
-def runcast_side(tasks, rt, n: int) -> float:
-    started, wall_start = time.perf_counter(), time.time()
-    submitted: list[float] = []  # when each submit call returned (time.time())
+def submit_at_once(submit: Callable[[], Any], n: int) -> dict[Any, float]:
+    """Call `submit()` n times from SUBMIT_THREADS threads: what each call returned (a run id,
+    a Celery AsyncResult) -> when it returned (time.time()), in the order they returned."""
+    submitted: dict[Any, float] = {}
 
-    def submit(_: int) -> str:
-        run_id = tasks.submit("bench_io", {})
-        submitted.append(time.time())
-        return run_id
+    def one(_: int) -> None:
+        handle = submit()
+        submitted[handle] = time.time()
 
     with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        ids = list(pool.map(submit, range(n)))
-    submitted.sort()  # the k-th submit to return, beside the k-th run to start
+        list(pool.map(one, range(n)))
+    return submitted
+
+
+def median_lag_ms(lags_s: Iterable[float]) -> float:
+    return statistics.median(lags_s) * 1000
+
+
+def runcast_side(tasks, rt, n: int) -> float:
+    started, wall_start = time.perf_counter(), time.time()
+    submitted = submit_at_once(lambda: tasks.submit("bench_io", {}), n)
+    ids = list(submitted)
     SUBMIT_S.append(time.perf_counter() - started)
     deadline = time.monotonic() + 300
     statuses = []
@@ -123,38 +134,25 @@ def runcast_side(tasks, rt, n: int) -> float:
     short = [r for r in runs if r["last_seq"] != EVENTS_PER_RUN]
     if short:
         raise AssertionError(f"{len(short)} runs do not have {EVENTS_PER_RUN} events")
-    starts = sorted(datetime.fromisoformat(r["started_at"]).timestamp() for r in runs)
-    STARTED_S.append(starts[-1] - wall_start)  # how fast the worker took the runs
-    START_LAG_MS["runcast"].append(median_lag_ms(submitted, starts))
+    starts = {r["run_id"]: datetime.fromisoformat(r["started_at"]).timestamp() for r in runs}
+    STARTED_S.append(max(starts.values()) - wall_start)  # how fast the worker took the runs
+    START_LAG_MS["runcast"].append(median_lag_ms(starts[i] - at for i, at in submitted.items()))
     return elapsed
-
-
-def median_lag_ms(submitted: list[float], starts: list[float]) -> float:
-    """The median wait between the k-th submit call's return and the k-th start (both sorted:
-    a queue served in order, so each task's own wait, without matching ids)."""
-    return statistics.median(s - t for t, s in zip(submitted, starts, strict=True)) * 1000
 
 
 def bare_side(task, n: int, args: tuple = (), queue: str | None = None,
               lag_of_sleep_s: float | None = None) -> float:
-    """`lag_of_sleep_s`: the tasks only sleep that long; their start (when the result was
-    stored less that) is then recorded beside their submit (START_LAG_MS)."""
+    """`lag_of_sleep_s`: the tasks only sleep that long; each one's start (when its result was
+    stored, less that) is then set beside its submit (START_LAG_MS)."""
     started = time.perf_counter()
-    submitted: list[float] = []
-
-    def send(_: int):
-        result = task.apply_async(args, queue=queue)
-        submitted.append(time.time())
-        return result
-
-    with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        results = list(pool.map(send, range(n)))
-    for result in results:
+    submitted = submit_at_once(lambda: task.apply_async(args, queue=queue), n)
+    for result in submitted:
         result.get(timeout=300)
     elapsed = time.perf_counter() - started
     if lag_of_sleep_s is not None:
-        starts = sorted(_utc(r.date_done).timestamp() - lag_of_sleep_s for r in results)
-        START_LAG_MS["bare"].append(median_lag_ms(sorted(submitted), starts))
+        START_LAG_MS["bare"].append(median_lag_ms(
+            _utc(result.date_done).timestamp() - lag_of_sleep_s - at
+            for result, at in submitted.items()))
     return elapsed
 
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.io_bound import SUBMIT_THREADS, settle
+from benchmarks.io_bound import settle, submit_at_once
 from benchmarks.runs import CpuMeter
 from benchmarks.sse import percentile
 
@@ -47,19 +45,6 @@ def stages(marks: dict[str, dict[str, float]], submitted: dict[str, float]) -> d
         out[stage] = {q: round(percentile(waits, p), 1)
                       for q, p in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))}
     return out
-
-
-def submit_all(submit) -> dict[str, float]:
-    """Submit RUNS at once from SUBMIT_THREADS threads; the time each submit call returned."""
-    submitted: dict[str, float] = {}
-
-    def one(_: int) -> None:
-        task_id = submit()
-        submitted[task_id] = time.time()
-
-    with ThreadPoolExecutor(SUBMIT_THREADS) as pool:
-        list(pool.map(one, range(RUNS)))
-    return submitted
 
 
 def main(rounds: int = ROUNDS) -> dict:
@@ -87,23 +72,16 @@ def main(rounds: int = ROUNDS) -> dict:
             return tasks.get_run(run_id)["output"]
 
         def runcast() -> dict[str, float]:
-            submitted = submit_all(lambda: tasks.submit("bench_io", {}))
+            submitted = submit_at_once(lambda: tasks.submit("bench_io", {}), RUNS)
             for run_id in submitted:
                 rt.store.wait(run_id, 60)
             return submitted
 
         def bare() -> dict[str, float]:
-            results = {}
-
-            def send() -> str:
-                result = sleep_task.apply_async()
-                results[result.id] = result
-                return result.id
-
-            submitted = submit_all(send)
-            for result in results.values():
+            submitted = submit_at_once(sleep_task.apply_async, RUNS)
+            for result in submitted:
                 result.get(timeout=60)
-            return submitted
+            return {result.id: at for result, at in submitted.items()}
 
         runcast(), bare()  # warm-up: every pool thread started, connections opened
         per_round = []
