@@ -65,3 +65,35 @@ def test_a_refused_run_costs_only_its_own_events(writer_backend, redis_url, capl
     finally:
         client.delete(EVENTS_KEY.format(run_id=bad))
         client.close()
+
+
+def test_runs_with_one_event_and_with_several_share_a_call(writer_backend, redis_url):
+    """The script reads a run's one event whole and splits several; a retried event is skipped
+    and announced to no one, whichever way it came."""
+    one, several, again = (uuid.uuid4().hex for _ in range(3))
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.subscribe(EVENTS_CHANNEL.format(run_id=one), EVENTS_CHANNEL.format(run_id=again))
+    for _ in range(2):
+        assert pubsub.get_message(timeout=WAIT_S)["type"] == "subscribe"
+    try:
+        writer = writer_backend._writer
+        ones = [make(one, 1), make(one, 2)]
+        first = [ones[0], make(several, 1), make(several, 2), make(several, 3), make(again, 1)]
+        assert writer._write(first) == ({}, None)
+        assert writer._write([make(again, 1), ones[1], make(again, 2)]) == ({}, None)
+        assert writer._write([make(again, 2)]) == ({}, None)  # the whole call retried
+        assert writer_backend.read(one) == ones
+        assert seqs(writer_backend.read(several)) == [1, 2, 3]
+        assert seqs(writer_backend.read(again)) == [1, 2]
+        published = []
+        while (message := pubsub.get_message(timeout=1)) is not None:
+            published.append((message["channel"].decode(), message["data"].count(b'"seq"')))
+        # in each call, its runs in the order of their first event
+        assert published == [(EVENTS_CHANNEL.format(run_id=one), 1),
+                             (EVENTS_CHANNEL.format(run_id=again), 1),
+                             (EVENTS_CHANNEL.format(run_id=again), 1),
+                             (EVENTS_CHANNEL.format(run_id=one), 1)]
+    finally:
+        pubsub.close()
+        client.close()

@@ -16,12 +16,16 @@ for run = 0, #KEYS / 2 - 1 do
   local ttl_s, channel, progress = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local seq_list, envelope_list = ARGV[at + 4], ARGV[at + 5]
 
-  local seqs, envelopes, pos = {}, {}, 1
-  for seq in string.gmatch(seq_list, '%d+') do
-    local stop = string.find(envelope_list, '\n', pos, true)
-    seqs[#seqs + 1] = seq
-    envelopes[#envelopes + 1] = string.sub(envelope_list, pos, (stop or 0) - 1)
-    pos = (stop or #envelope_list) + 1
+  local seqs, envelopes = {seq_list}, {envelope_list}
+  if string.find(seq_list, ' ', 1, true) then  -- more than one event (else the lists are it)
+    local pos = 1
+    seqs, envelopes = {}, {}
+    for seq in string.gmatch(seq_list, '%d+') do
+      local stop = string.find(envelope_list, '\n', pos, true)
+      seqs[#seqs + 1] = seq
+      envelopes[#envelopes + 1] = string.sub(envelope_list, pos, (stop or 0) - 1)
+      pos = (stop or #envelope_list) + 1
+    end
   end
   -- A refused XADD (the key is not a stream) is this run's refusal, not the others' (events.lua)
   local added, refused = append_events(stream_key, channel, max_events, ttl_s, seqs, envelopes)
