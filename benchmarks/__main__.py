@@ -76,7 +76,9 @@ def print_goals(results: dict) -> None:
             f"{io['bare_peak_rss_mb']} MB; a task's start after its submit, p50: runcast "
             f"{io['runcast_start_lag_ms']:.0f} ms, bare {io['bare_start_lag_ms']:.0f} ms; "
             f"bare Celery writing the same tokens to Redis by hand "
-            f"{io['bare_events_s']} s = {io['time_ratio_vs_bare_events']}x (context, not the goal)")
+            f"{io['bare_events_s']} s = {io['time_ratio_vs_bare_events']}x; runcast running the "
+            f"same agent without its tokens {io['runcast_quiet_s']} s = "
+            f"{io['time_ratio_quiet_vs_bare']}x bare (both context, not the goal)")
     if lines:
         print("\nissue 14 goals (load average now "
               f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}):")

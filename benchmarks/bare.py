@@ -87,6 +87,13 @@ async def bench_io(payload: Any, context: StreamContext) -> dict:
     return {"steps": IO_STEPS}
 
 
+@agent("bench_io_quiet", description="bench_io without its tokens (benchmarks)")
+async def bench_io_quiet(payload: Any) -> dict:
+    for _ in range(IO_STEPS):
+        await asyncio.sleep(IO_STEP_S)
+    return {"steps": IO_STEPS}
+
+
 AGENT_MODULES = "tasks.demo,benchmarks.bare"  # what each benchmark's worker and process load
 
 

@@ -10,6 +10,9 @@ runs every side but the plain-worker one, then, round by round, each side first 
     threads), then waited for one by one (the run store's wait, woken by each run's pub/sub
     channel, as a Celery result's get() is) until every run is terminal; each must have
     succeeded with its 22 events (started, 20 tokens, complete);
+  - runcast without tokens: the same with `bench_io_quiet`, the same awaits and no token (2
+    events a run): what the run's lifecycle costs (submit, claim, supervision on the shared loop,
+    finish) without the 20,000 durable, announced events. Context, not the goal;
   - bare Celery: RUNS `bench.sleep` tasks (`time.sleep(2)`), apply_async at once (from 8
     threads, as runcast's side submits), then every result's get();
   - bare Celery on a plain Celery worker: as bare, sent to a second worker process started from
@@ -25,7 +28,8 @@ runs every side but the plain-worker one, then, round by round, each side first 
 Between sides the benchmark waits for the worker to go idle (the side before leaves acks and task
 events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), the goal's ratio (runcast / bare,
-medians over rounds), runcast / bare-with-events, runcast / bare-on-a-plain-worker, the worker
+medians over rounds), runcast / bare-with-events, runcast / bare-on-a-plain-worker, runcast
+without tokens / bare, the worker
 process's peak RSS while each side ran, and on runcast's side how long the
 submitting took and when the last run started (its claim): how far the worker's consumer fell
 behind the submitting (it takes up to 64 messages per round trip, tasks/redis_transport.py; one
@@ -56,10 +60,10 @@ RUNS = 1000
 ROUNDS = 4  # the machine is shared: a side's time moves by a second from round to round
 SUBMIT_THREADS = 8
 EVENTS_PER_RUN = 22
-SUBMIT_S: list[float] = []  # how long submitting took, per runcast side
+SUBMIT_S: list[float] = []  # how long submitting took, per runcast side (with tokens)
 STARTED_S: list[float] = []  # when the last run started (its claim), per runcast side
 # per side and round, the median wait from a submit call's return to its task's start
-START_LAG_MS: dict[str, list[float]] = {"runcast": [], "bare": []}
+START_LAG_MS: dict[str, list[float]] = {"runcast": [], "runcast_quiet": [], "bare": []}
 RATIO_TARGET = 1.0
 STOCK_QUEUE = "bench-stock"  # the plain Celery worker's (benchmarks.bare_worker)
 
@@ -115,11 +119,13 @@ def median_lag_ms(lags_s: Iterable[float]) -> float:
     return statistics.median(lags_s) * 1000
 
 
-def runcast_side(tasks, rt, n: int) -> float:
+def runcast_side(tasks, rt, n: int, quiet: bool = False) -> float:
+    """`quiet`: bench_io_quiet's runs (no tokens) instead of bench_io's."""
+    agent, events = ("bench_io_quiet", 2) if quiet else ("bench_io", EVENTS_PER_RUN)
     started, wall_start = time.perf_counter(), time.time()
-    submitted = submit_at_once(lambda: tasks.submit("bench_io", {}), n)
+    submitted = submit_at_once(lambda: tasks.submit(agent, {}), n)
     ids = list(submitted)
-    SUBMIT_S.append(time.perf_counter() - started)
+    submit_s = time.perf_counter() - started
     deadline = time.monotonic() + 300
     statuses = []
     for run_id in ids:  # as the bare side waits: each in turn, woken by its own channel
@@ -131,12 +137,15 @@ def runcast_side(tasks, rt, n: int) -> float:
     if bad:
         raise AssertionError(f"{len(bad)} runs did not succeed, e.g. {tasks.get_run(bad[0])}")
     runs = [tasks.get_run(i) for i in ids]
-    short = [r for r in runs if r["last_seq"] != EVENTS_PER_RUN]
+    short = [r for r in runs if r["last_seq"] != events]
     if short:
-        raise AssertionError(f"{len(short)} runs do not have {EVENTS_PER_RUN} events")
+        raise AssertionError(f"{len(short)} runs do not have {events} events")
     starts = {r["run_id"]: datetime.fromisoformat(r["started_at"]).timestamp() for r in runs}
-    STARTED_S.append(max(starts.values()) - wall_start)  # how fast the worker took the runs
-    START_LAG_MS["runcast"].append(median_lag_ms(starts[i] - at for i, at in submitted.items()))
+    lag_ms = median_lag_ms(starts[i] - at for i, at in submitted.items())
+    START_LAG_MS["runcast_quiet" if quiet else "runcast"].append(lag_ms)
+    if not quiet:
+        SUBMIT_S.append(submit_s)
+        STARTED_S.append(max(starts.values()) - wall_start)  # how fast the worker took the runs
     return elapsed
 
 
@@ -188,6 +197,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         # shared loop started: paid once per process, by whichever side came first, unless
         # paid here
         runcast_side(tasks, rt, runs)
+        runcast_side(tasks, rt, runs, quiet=True)
         bare_side(emit_task, runs, args=(5, IO_STEP_S))
         bare_side(sleep_task, runs, args=(0.5,), queue=STOCK_QUEUE)  # the stock worker's threads
         per_round = []
@@ -195,9 +205,10 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
             sides = [("runcast", lambda: runcast_side(tasks, rt, runs)),
                      ("bare", lambda: bare_side(sleep_task, runs,
                                                 lag_of_sleep_s=IO_STEPS * IO_STEP_S)),
+                     ("runcast_quiet", lambda: runcast_side(tasks, rt, runs, quiet=True)),
                      ("bare_events", lambda: bare_side(emit_task, runs)),
                      ("bare_stock", lambda: bare_side(sleep_task, runs, queue=STOCK_QUEUE))]
-            sides = sides[i % 4:] + sides[:i % 4]  # each side first in turn
+            sides = sides[i % len(sides):] + sides[:i % len(sides)]  # each side first in turn
             r = {}
             for name, run in sides:
                 side_worker, side_meter = ((stock, stock_meter) if name == "bare_stock"
@@ -218,9 +229,10 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                   f"ms after its submit, p50, bare's {r['bare_start_lag_ms']:.0f} ms; worker peak RSS "
                   f"{r['runcast_peak_rss_mb']:.0f} MB), bare {r['bare_s']:.2f} s "
                   f"({r['bare_peak_rss_mb']:.0f} MB), bare with events {r['bare_events_s']:.2f} s, "
-                  f"bare on a plain Celery worker {r['bare_stock_s']:.2f} s; CPU per run "
-                  f"(worker, Redis, this process) runcast {r['runcast_cpu_ms']:.2f} ms, bare "
-                  f"{r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"bare on a plain Celery worker {r['bare_stock_s']:.2f} s, runcast without "
+                  f"tokens {r['runcast_quiet_s']:.2f} s; CPU per run "
+                  f"(worker, Redis, this process) runcast {r['runcast_cpu_ms']:.2f} ms, without "
+                  f"tokens {r['runcast_quiet_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for process in (worker, stock):
             if process is not None:
@@ -233,6 +245,7 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
     ratio = statistics.median(r["runcast_s"] / r["bare_s"] for r in per_round)
     events_ratio = statistics.median(r["runcast_s"] / r["bare_events_s"] for r in per_round)
     stock_ratio = statistics.median(r["runcast_s"] / r["bare_stock_s"] for r in per_round)
+    quiet_ratio = statistics.median(r["runcast_quiet_s"] / r["bare_s"] for r in per_round)
     result = {
         "worker": f"celery -A tasks worker -E --pool threads --concurrency {runs}",
         "runs": runs, "rounds": rounds, "ideal_s": 2.0,
@@ -251,6 +264,9 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
         "bare_stock_s": med("bare_stock_s"),
         "bare_stock_peak_rss_mb": med("bare_stock_peak_rss_mb"),
         "time_ratio_vs_bare_stock": round(stock_ratio, 3),
+        "runcast_quiet_s": med("runcast_quiet_s"),
+        "runcast_quiet_cpu_ms_per_run": med("runcast_quiet_cpu_ms"),
+        "time_ratio_quiet_vs_bare": round(quiet_ratio, 3),
         "load_average": os.getloadavg(),
         "target": "runcast time <= bare time (ratio <= 1.0)",
         "target_met": ratio <= RATIO_TARGET,
@@ -259,7 +275,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
           f"(goal <= {RATIO_TARGET}); worker peak RSS runcast {result['runcast_peak_rss_mb']} MB,"
           f" bare {result['bare_peak_rss_mb']} MB; bare Celery writing the same tokens by hand "
           f"{result['bare_events_s']} s: runcast {events_ratio:.2f}x that; bare Celery on a plain "
-          f"Celery worker {result['bare_stock_s']} s: runcast {stock_ratio:.2f}x that", flush=True)
+          f"Celery worker {result['bare_stock_s']} s: runcast {stock_ratio:.2f}x that; runcast without "
+          f"its tokens {result['runcast_quiet_s']} s: {quiet_ratio:.2f}x bare", flush=True)
     return result
 
 
