@@ -29,11 +29,11 @@ Between sides the benchmark waits for the worker to go idle (the side before lea
 events behind), counting that tail in the side's CPU, not in its time.
 Reported: seconds per side and round (the ideal is 2 s), the goal's ratio (runcast / bare,
 medians over rounds), runcast / bare-with-events, runcast / bare-on-a-plain-worker, runcast
-without tokens / bare, the worker
-process's peak RSS while each side ran, and on runcast's side how long the
-submitting took and when the last run started (its claim): how far the worker's consumer fell
-behind the submitting (it takes up to 64 messages per round trip, tasks/redis_transport.py; one
-at a time, the last of a thousand started 1.5 s after the submitting ended), and on runcast's
+without tokens / bare, the worker process's peak RSS while each side ran, and on runcast's side
+how long the submitting took and when the last run started (its claim): how far the worker's
+consumer fell behind the submitting (it takes up to 64 messages per round trip,
+tasks/redis_transport.py; one at a time, the last of a thousand started 1.5 s after the
+submitting ended), and on runcast's
 and the bare side how long a task waits from its submit to its start (median; the bare task's
 start is when its result was stored less its 2 s; below zero when it began before the submit
 call returned, which publishes its task-sent event after the message). Where that wait goes,
@@ -232,7 +232,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
                   f"bare on a plain Celery worker {r['bare_stock_s']:.2f} s, runcast without "
                   f"tokens {r['runcast_quiet_s']:.2f} s; CPU per run "
                   f"(worker, Redis, this process) runcast {r['runcast_cpu_ms']:.2f} ms, without "
-                  f"tokens {r['runcast_quiet_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"tokens {r['runcast_quiet_cpu_ms']:.2f} ms, bare {r['bare_cpu_ms']:.2f} ms; "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for process in (worker, stock):
             if process is not None:
@@ -275,8 +276,8 @@ def main(runs: int = RUNS, rounds: int = ROUNDS) -> dict:
           f"(goal <= {RATIO_TARGET}); worker peak RSS runcast {result['runcast_peak_rss_mb']} MB,"
           f" bare {result['bare_peak_rss_mb']} MB; bare Celery writing the same tokens by hand "
           f"{result['bare_events_s']} s: runcast {events_ratio:.2f}x that; bare Celery on a plain "
-          f"Celery worker {result['bare_stock_s']} s: runcast {stock_ratio:.2f}x that; runcast without "
-          f"its tokens {result['runcast_quiet_s']} s: {quiet_ratio:.2f}x bare", flush=True)
+          f"Celery worker {result['bare_stock_s']} s: runcast {stock_ratio:.2f}x that; runcast "
+          f"without its tokens {result['runcast_quiet_s']} s: {quiet_ratio:.2f}x bare", flush=True)
     return result
 
 
