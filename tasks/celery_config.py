@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from tasks.constants import BROKER_RESTORE_INTERVAL_S, BROKER_VISIBILITY_TIMEOUT_S
+from tasks.memory_transport import TRANSPORT as MEMORY_TRANSPORT
 from tasks.redis_transport import transport_for
 from tasks.settings import Settings
 
@@ -43,7 +44,7 @@ def configure_app(app: Celery, settings: Settings) -> None:
     embedded = settings.embedded
     app.conf.update(
         broker_url="memory://localhost/" if embedded else settings.broker,
-        broker_transport=None if embedded else transport_for(settings.broker),
+        broker_transport=MEMORY_TRANSPORT if embedded else transport_for(settings.broker),
         result_backend="cache+memory://" if embedded else settings.redis_url,
         task_serializer="json",
         result_serializer="json",

@@ -27,3 +27,4 @@ HANDLER_THREADS_KEPT = 8  # idle handler threads kept for the next run
 STALLED_DISPATCHES_READ = 100  # stalled batch dispatches the reaper resumes per tick
 BROKER_FETCH_MAX = 64  # messages a worker's consumer takes from a queue per fetch (tasks/redis_transport.py)
 GC_YOUNG_THRESHOLD = 20_000  # a worker's youngest GC generation, in net allocations (tasks/heap.py)
+DRAIN_SLICE_S = 0.05  # the embedded broker's drain checks this often whether its worker stops
